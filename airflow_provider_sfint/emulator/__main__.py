@@ -1,0 +1,99 @@
+"""``sfint-emulator``: serve an emulated Salesforce org on this machine."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .app import ADMIN_PASSWORD, ADMIN_USERNAME, CLIENT_ID, CLIENT_SECRET, DEFAULT_REFRESH_TOKEN, Emulator
+from .schema import load_org
+
+EPILOG = f"""
+default credentials:
+  connected app client id      {CLIENT_ID}
+  connected app client secret  {CLIENT_SECRET}
+  user                         {ADMIN_USERNAME}
+  password (password flow)     {ADMIN_PASSWORD}  (the flow is off unless --enable-password-flow)
+  refresh token                {DEFAULT_REFRESH_TOKEN}
+  JWT bearer                   register a certificate with --jwt-cert PEM; aud https://login.salesforce.com
+
+The admin API (not part of Salesforce) is under /__emulator__/ : reset, seed, load, faults,
+counters, events, limits, clock, settings, tokens.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sfint-emulator",
+        description="A local Salesforce-compatible server.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a generated self-signed certificate")
+    parser.add_argument("--cert-dir", help="where --tls writes its certificate (default: next to the database)")
+    parser.add_argument("--seed", choices=["demo", "empty"], default="demo", help="initial data (default demo)")
+    parser.add_argument(
+        "--demo-records",
+        type=int,
+        default=None,
+        help="Accounts in the demo org (default 1000; other objects in proportion)",
+    )
+    parser.add_argument("--org", help="org definition YAML (default: the bundled demo org)")
+    parser.add_argument("--db", help="SQLite file for the org's records (default: a temporary file)")
+    parser.add_argument(
+        "--jwt-cert",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="certificate (or public key) JWT bearer assertions are signed for; repeatable",
+    )
+    parser.add_argument("--enable-password-flow", action="store_true", help="allow the username-password flow")
+    parser.add_argument("--log-level", default="warning")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    import uvicorn
+
+    from .server import make_self_signed
+
+    emulator = Emulator(
+        load_org(args.org),
+        db_path=args.db,
+        seed=args.seed,
+        jwt_certificates=[Path(p).read_bytes() for p in args.jwt_cert],
+        demo_records=args.demo_records,
+    )
+    emulator.auth.settings.password_flow = args.enable_password_flow
+    ssl: dict[str, str] = {}
+    scheme = "http"
+    if args.tls:
+        cert, key = make_self_signed(args.cert_dir or emulator.data_dir)
+        ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        scheme = "https"
+        print(f"TLS certificate: {cert}", flush=True)
+    print(
+        f"sfint emulator serving {scheme}://{args.host}:{args.port} (client id {CLIENT_ID}, "
+        f"user {ADMIN_USERNAME}); Ctrl-C to stop",
+        flush=True,
+    )
+    try:
+        uvicorn.run(
+            emulator.app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=ssl.get("ssl_certfile"),
+            ssl_keyfile=ssl.get("ssl_keyfile"),
+        )
+    finally:
+        emulator.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The emulator's admin API under ``/__emulator__/`` (not part of Salesforce).
+
+Reset and seed the org, load rows fast, set faults, limits, the clock and auth settings, mint tokens,
+and read counters, events and stored records. No authentication: it is a loopback test bed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .clock import storage_datetime
+from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .app import Emulator
+
+
+def _ok(value: Any, status: int = 200) -> Response:
+    return Response(json.dumps(value, default=str), status_code=status, media_type="application/json")
+
+
+def _bad(message: str, status: int = 400) -> Response:
+    return _ok({"error": message}, status)
+
+
+async def handle(em: Emulator, request: Request) -> Response:
+    path = request.url.path[len("/__emulator__") :].strip("/")
+    method = request.method
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        return _bad(f"request body is not JSON: {exc}")
+    try:
+        return await anyio.to_thread.run_sync(_dispatch, em, method, path, body, dict(request.query_params))
+    except (ValueError, TypeError, KeyError) as exc:
+        return _bad(str(exc))
+    except ApiError as exc:
+        return _ok(exc.body(), exc.status)
+
+
+def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query: dict[str, str]) -> Response:
+    from .datagen import generate
+
+    parts = path.split("/") if path else []
+    head = parts[0] if parts else ""
+    if head == "health":
+        return _ok({"ok": True, "org_id": em.org_id, "objects": sorted(em.org.objects)})
+    if head == "reset" and method == "POST":
+        em.reset(
+            body.get("seed", "empty"), demo_records=body.get("records"), random_seed=int(body.get("random_seed", 42))
+        )
+        return _ok({"ok": True})
+    if head == "seed" and method == "POST":
+        counts = body.get("counts") or {}
+        done = {}
+        for name, n in counts.items():
+            obj = em.org.get(name)
+            if obj is None or obj.is_event:
+                return _bad(f"unknown object {name!r}")
+            done[obj.name] = generate(
+                em, obj, int(n), seed=int(body.get("seed", 42)), deleted_share=float(body.get("deleted_share", 0.02))
+            )
+        return _ok({"inserted": done})
+    if head == "load" and method == "POST" and len(parts) == 2:
+        return _ok(_load(em, parts[1], body.get("records") or []))
+    if head == "faults":
+        if method == "PUT":
+            em.faults.configure(body)
+        elif method == "DELETE":
+            em.faults.clear()
+        return _ok(em.faults.as_dict())
+    if head == "counters":
+        if method == "POST" and parts[1:] == ["reset"]:
+            em.counters.clear()
+            return _ok({"ok": True})
+        return _ok(
+            {
+                "requests": dict(em.counters),
+                "api_usage": em.limits.api_used,
+                "api_max": em.limits.api_max,
+                "token_calls": em.auth.token_calls,
+                "events": len(em.store.events()),
+            }
+        )
+    if head == "events":
+        rows = em.store.events(query.get("event"), int(query.get("after", 0)))
+        return _ok(
+            [
+                {"replayId": r[0], "event": r[1], "uuid": r[2], "created": r[3], "payload": json.loads(r[4])}
+                for r in rows
+            ]
+        )
+    if head == "limits":
+        if method == "PUT":
+            em.limits.update(body)
+        return _ok(em.limits.settings())
+    if head == "clock":
+        if method == "PUT":
+            if "now" in body:
+                from .app import parse_datetime_arg
+
+                em.clock.set_now(parse_datetime_arg(str(body["now"])))
+            elif "offset_seconds" in body:
+                em.clock.offset = float(body["offset_seconds"])
+        return _ok({"now": storage_datetime(em.clock.now()), "offset_seconds": em.clock.offset})
+    if head == "settings":
+        if method == "PUT":
+            _settings(em, body)
+        s = em.auth.settings
+        return _ok(
+            {
+                "token_idle_seconds": s.idle_timeout,
+                "token_expire_after_requests": s.expire_after_requests,
+                "password_flow": s.password_flow,
+                "extra_audiences": s.extra_audiences,
+                "reject_client_credentials_on_login_hosts": s.reject_client_credentials_on_login_hosts,
+                **em.settings,
+            }
+        )
+    if head == "tokens" and method == "POST":
+        if parts[1:] == ["expire"]:
+            em.auth.expire_all()
+            return _ok({"ok": True})
+        username = str(body.get("username", "admin@sfint.emulator")).lower()
+        if username not in em.auth.users:
+            return _bad(f"unknown user {username!r}")
+        from .app import CLIENT_ID
+
+        token = em.auth._mint(username, CLIENT_ID, em.org_id)
+        return _ok({"access_token": token, "user_id": em.auth.users[username]})
+    if head == "refresh-tokens" and method == "POST":
+        from .app import CLIENT_ID
+
+        token = em.auth.issue_refresh_token(
+            str(body.get("username", "admin@sfint.emulator")), str(body.get("client_id", CLIENT_ID))
+        )
+        return _ok({"refresh_token": token})
+    if head == "jwt-certificates" and method == "POST":
+        em.add_jwt_certificate(str(body["pem"]).encode())
+        return _ok({"ok": True, "certificates": len(em.jwt_keys)})
+    if head == "records" and len(parts) == 2:
+        obj = em.org.get(parts[1])
+        if obj is None or obj.is_event:
+            return _bad(f"unknown object {parts[1]!r}", 404)
+        deleted = "" if query.get("include_deleted", "true").lower() == "true" else ' WHERE "IsDeleted" = 0'
+        cols, rows = em.store.query(f"SELECT * FROM {obj.table}{deleted} ORDER BY rid")
+        return _ok([{c: v for c, v in zip(cols, row, strict=True) if c != "rid"} for row in rows])
+    return _bad(f"no admin resource {method} /__emulator__/{path}", 404)
+
+
+def _settings(em: Emulator, body: dict[str, Any]) -> None:
+    s = em.auth.settings
+    known = {
+        "token_idle_seconds",
+        "token_expire_after_requests",
+        "password_flow",
+        "extra_audiences",
+        "reject_client_credentials_on_login_hosts",
+        "upsert_update_204",
+    }
+    unknown = set(body) - known
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    if "token_idle_seconds" in body:
+        s.idle_timeout = float(body["token_idle_seconds"])
+    if "token_expire_after_requests" in body:
+        value = body["token_expire_after_requests"]
+        s.expire_after_requests = None if value is None else int(value)
+    if "password_flow" in body:
+        s.password_flow = bool(body["password_flow"])
+    if "extra_audiences" in body:
+        s.extra_audiences = list(body["extra_audiences"])
+    if "reject_client_credentials_on_login_hosts" in body:
+        s.reject_client_credentials_on_login_hosts = bool(body["reject_client_credentials_on_login_hosts"])
+    if "upsert_update_204" in body:
+        em.settings["upsert_update_204"] = bool(body["upsert_update_204"])
+
+
+def _load(em: Emulator, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fast insert of rows given as field values (stored form); system fields are filled in."""
+    obj = em.org.get(name)
+    if obj is None or obj.is_event:
+        raise ValueError(f"unknown object {name!r}")
+    if not records:
+        return {"ids": []}
+    names: list[str] = []
+    for rec in records:
+        for key in rec:
+            f = obj.field(key)
+            if f is None:
+                raise ValueError(f"No such column '{key}' on sobject of type {obj.name}")
+            if f.name not in names and f.name != "Id":
+                names.append(f.name)
+    system = ["IsDeleted", "CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp"]
+    if "OwnerId" in obj.fields:
+        system.append("OwnerId")
+    extra = [s for s in system if s not in names]
+    columns = ["Id", *names, *extra]
+    stamp = storage_datetime(em.clock.now())
+    defaults = {
+        "IsDeleted": 0,
+        "CreatedDate": stamp,
+        "LastModifiedDate": stamp,
+        "SystemModstamp": stamp,
+        "CreatedById": em.admin_user_id,
+        "LastModifiedById": em.admin_user_id,
+        "OwnerId": em.admin_user_id,
+    }
+    ids = em.store.allocate_ids(obj, len(records))
+    rows = []
+    for (rid, record_id), rec in zip(ids, records, strict=True):
+        lower = {k.lower(): v for k, v in rec.items()}
+        rows.append((rid, record_id, *[lower.get(n.lower()) for n in names], *[defaults[e] for e in extra]))
+    em.store.insert_many(obj, columns, rows)
+    return {"ids": [i for _, i in ids]}

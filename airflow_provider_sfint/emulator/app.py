@@ -1,0 +1,425 @@
+"""The emulator: org state plus the Starlette ASGI application that serves it.
+
+Around every ``/services/data`` call the ASGI layer does what the real edge does: version check,
+bearer-token check (401 INVALID_SESSION_ID), injected faults, the daily allowance (403
+REQUEST_LIMIT_EXCEEDED), the concurrent long-running request limit, API call counting and the
+``Sforce-Limit-Info`` header. The resources themselves are plain functions (``rest.py``,
+``composite.py``) so Composite can run its subrequests in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from . import admin, composite, rest
+from .auth import Authority, AuthSettings, ConnectedApp, load_public_key
+from .clock import Clock, storage_datetime
+from .dml import Writer
+from .errors import ApiError, OAuthError
+from .faults import Faults
+from .ids import make_id
+from .limits import Limits
+from .query import QueryEngine
+from .routing import JSON, VERSION_RE, Req, Resp, Router
+from .schema import Org, load_org
+from .store import Store
+
+CLIENT_ID = "sfint-emulator"
+CLIENT_SECRET = "sfint-emulator-secret"
+ADMIN_USERNAME = "admin@sfint.emulator"
+ADMIN_PASSWORD = "sfint-emulator-password"
+INTEGRATION_USERNAME = "integration@sfint.emulator"
+UNAPPROVED_USERNAME = "unapproved@sfint.emulator"
+DEFAULT_REFRESH_TOKEN = "sfint-emulator-refresh-token"
+ALL_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"]
+
+
+class Emulator:
+    """One emulated org: schema, records, tokens, limits, faults and counters."""
+
+    def __init__(
+        self,
+        org: Org | None = None,
+        db_path: str | None = None,
+        seed: str = "demo",
+        jwt_certificates: list[bytes] | None = None,
+        demo_records: int | None = None,
+    ) -> None:
+        self.org = org or load_org()
+        self._tmpdir: str | None = None
+        if db_path is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="sfint-emulator-")
+            db_path = os.path.join(self._tmpdir, "org.db")
+        self.db_path = db_path
+        self.data_dir = Path(db_path).parent
+        self.clock = Clock()
+        self.store = Store(self.org, db_path)
+        self.queries = QueryEngine(self.org, self.store, self.clock)
+        self.limits = Limits()
+        self.limits.update(dict(self.org.limits))
+        self.faults = Faults()
+        self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)))
+        self.counters: Counter[str] = Counter()
+        self.settings: dict[str, Any] = {"upsert_update_204": False}
+        self.org_id = make_id("00D", 1)
+        self.schema_loaded_at = self.clock.now().replace(microsecond=0)
+        self.router = Router()
+        self._counter_lock = threading.Lock()
+        rest.register(self.router, self)
+        composite.register(self.router, self)
+        self.app = self._build_app()
+        self.user_ids: dict[str, str] = {}
+        self.jwt_keys: list[Any] = [load_public_key(pem) for pem in jwt_certificates or []]
+        self.reset(seed, demo_records=demo_records)
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def reset(self, seed: str = "empty", demo_records: int | None = None, random_seed: int = 42) -> None:
+        """Drop all records and sessions; re-create the users; optionally seed the demo data."""
+        self.store.reset()
+        self.auth = Authority(self.auth.settings)
+        self.faults.clear()
+        self.counters.clear()
+        user = self.org.objects["User"]
+        stamp = storage_datetime(self.clock.now())
+        self.user_ids = {}
+        for n, (username, last, alias) in enumerate(
+            [
+                (ADMIN_USERNAME, "Admin", "admin"),
+                (INTEGRATION_USERNAME, "Integration", "integ"),
+                (UNAPPROVED_USERNAME, "Unapproved", "unappr"),
+            ],
+            start=1,
+        ):
+            record_id = make_id(user.key_prefix, n)
+            self.store.insert_many(
+                user,
+                [
+                    "Id",
+                    "Username",
+                    "LastName",
+                    "FirstName",
+                    "Name",
+                    "Email",
+                    "Alias",
+                    "IsActive",
+                    "IsDeleted",
+                    "TimeZoneSidKey",
+                    "LocaleSidKey",
+                    "EmailEncodingKey",
+                    "LanguageLocaleKey",
+                    "CreatedDate",
+                    "CreatedById",
+                    "LastModifiedDate",
+                    "LastModifiedById",
+                    "SystemModstamp",
+                ],
+                [
+                    (
+                        n,
+                        record_id,
+                        username,
+                        last,
+                        "Sfint",
+                        f"Sfint {last}",
+                        username,
+                        alias,
+                        1,
+                        0,
+                        "GMT",
+                        "en_US",
+                        "UTF-8",
+                        "en_US",
+                        stamp,
+                        make_id(user.key_prefix, 1),
+                        stamp,
+                        make_id(user.key_prefix, 1),
+                        stamp,
+                    )
+                ],
+            )
+            self.user_ids[username] = record_id
+            self.auth.add_user(username, record_id, ADMIN_PASSWORD if username == ADMIN_USERNAME else None)
+        self.auth.add_app(
+            ConnectedApp(
+                CLIENT_ID, CLIENT_SECRET, INTEGRATION_USERNAME, self.jwt_keys, {ADMIN_USERNAME, INTEGRATION_USERNAME}
+            )
+        )
+        self.auth.issue_refresh_token(ADMIN_USERNAME, CLIENT_ID, DEFAULT_REFRESH_TOKEN)
+        if seed == "demo":
+            from .datagen import seed_demo
+
+            seed_demo(self, records=demo_records, seed=random_seed)
+        elif seed != "empty":
+            raise ValueError(f"unknown seed {seed!r}: use 'demo' or 'empty'")
+
+    @property
+    def admin_user_id(self) -> str:
+        return self.user_ids[ADMIN_USERNAME]
+
+    def add_jwt_certificate(self, pem: bytes) -> None:
+        """Register a certificate (or public key) that JWT bearer assertions may be signed for."""
+        self.jwt_keys.append(load_public_key(pem))
+
+    def writer(self, req: Req) -> Writer:
+        return Writer(
+            self.org,
+            self.store,
+            self.clock,
+            req.user_id,
+            lock_fault=lambda: self.faults.lock_fault(req.method, "/" + req.path),
+        )
+
+    def close(self) -> None:
+        self.store.conn.close()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counters[key] += n
+
+    # --- ASGI -----------------------------------------------------------------------------------
+
+    def _build_app(self) -> Starlette:
+        return Starlette(routes=[Route("/{path:path}", self._endpoint, methods=ALL_METHODS)])
+
+    async def _endpoint(self, request: Request) -> Response:
+        path = request.url.path
+        try:
+            if path.startswith("/__emulator__"):
+                return await admin.handle(self, request)
+            if path == "/services/oauth2/token":
+                return await self._token(request)
+            if path == "/services/oauth2/revoke":
+                return await self._revoke(request)
+            if path.startswith("/id/"):
+                return await self._identity(request)
+            if path.rstrip("/") == "/services/data":
+                self.count("GET versions")
+                return _json(200, rest.versions())
+            return await self._data(request)
+        except ApiError as exc:
+            return _json(exc.status, exc.body(), exc.headers)
+
+    def base_url(self, request: Request) -> str:
+        host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+        return f"{request.url.scheme}://{host}"
+
+    async def _token(self, request: Request) -> Response:
+        self.count("POST oauth2/token")
+        if request.method != "POST":
+            return _json(405, {"error": "invalid_request", "error_description": "must use HTTP POST"})
+        raw = (await request.body()).decode("utf-8", "replace")
+        form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        try:
+            body = self.auth.token_response(
+                form,
+                request.headers.get("authorization"),
+                request.headers.get("host", ""),
+                self.base_url(request),
+                self.org_id,
+                self.clock.time(),
+            )
+        except OAuthError as exc:
+            return _json(
+                exc.status, {"error": exc.error, "error_description": exc.description}, {"Cache-Control": "no-store"}
+            )
+        return _json(200, body, {"Cache-Control": "no-store"})
+
+    async def _revoke(self, request: Request) -> Response:
+        self.count("POST oauth2/revoke")
+        raw = (await request.body()).decode("utf-8", "replace")
+        form = {k: v[0] for k, v in parse_qs(raw).items()}
+        token = form.get("token") or request.query_params.get("token") or ""
+        if not self.auth.revoke(token):
+            return _json(
+                400, {"error": "unsupported_token_type", "error_description": "this token type is not supported"}
+            )
+        return Response(status_code=200)
+
+    async def _identity(self, request: Request) -> Response:
+        info = self.auth.check(_bearer(request))
+        if info is None:
+            return Response("Bad_OAuth_Token", status_code=403, media_type="text/plain")
+        return _json(
+            200,
+            {
+                "id": f"{self.base_url(request)}/id/{self.org_id}/{info.user_id}",
+                "organization_id": self.org_id,
+                "user_id": info.user_id,
+                "username": info.username,
+                "active": True,
+                "user_type": "STANDARD",
+            },
+        )
+
+    async def _data(self, request: Request) -> Response:
+        path = request.url.path
+        m = VERSION_RE.match(path)
+        if m is None or not rest.supported_version(m.group(1)):
+            self.count("unknown version")
+            return _json(404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}])
+        version, sub_path = m.group(1), m.group(2) or ""
+        token = self.auth.check(_bearer(request))
+        if token is None:
+            self.count("401")
+            return _json(401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
+        method = request.method
+        self.count(f"{method} {_endpoint_key(sub_path)}")
+        dropped = False
+        for fault in self.faults.request_faults(method, path):
+            if fault.kind == "latency":
+                await asyncio.sleep(fault.latency_ms / 1000)
+            elif fault.kind == "503":
+                return self._with_limits(
+                    _json(503, [{"errorCode": "SERVER_UNAVAILABLE", "message": "Server temporarily unavailable"}])
+                )
+            elif fault.kind == "500":
+                return self._with_limits(
+                    _json(
+                        500,
+                        [
+                            {
+                                "errorCode": "UNKNOWN_EXCEPTION",
+                                "message": "An unexpected error occurred. Please include this ErrorId "
+                                "if you contact support: 1917376021-12345 (-1234567890)",
+                            }
+                        ],
+                    )
+                )
+            elif fault.kind == "429":
+                headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+                return self._with_limits(
+                    _json(429, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "Too many requests"}], headers)
+                )
+            elif fault.kind == "request_limit":
+                return self._with_limits(_limit_exceeded())
+            elif fault.kind == "drop":
+                dropped = True
+        if self.limits.exhausted:
+            return self._with_limits(_limit_exceeded())
+        ticket = self.limits.enter()
+        if ticket is None:
+            return self._with_limits(
+                _json(
+                    403, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "ConcurrentPerOrgLongTxn Limit exceeded."}]
+                )
+            )
+        try:
+            body = await request.body()
+            req = Req(
+                method=method,
+                path=sub_path,
+                version=version,
+                query=parse_qs(request.url.query, keep_blank_values=True),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+                user_id=token.user_id,
+                base_url=self.base_url(request),
+            )
+            resp = await anyio.to_thread.run_sync(self.router.dispatch, req)
+            if resp.api_calls:
+                self.limits.count_call(resp.api_calls)
+                self.count("api calls", resp.api_calls)
+        finally:
+            self.limits.leave(ticket)
+        return self._respond(request, resp, dropped)
+
+    def _with_limits(self, response: Response) -> Response:
+        response.headers["Sforce-Limit-Info"] = self.limits.limit_info()
+        return response
+
+    def _respond(self, request: Request, resp: Resp, dropped: bool) -> Response:
+        body = resp.body
+        data = body.encode("utf-8") if isinstance(body, str) else (body or b"")
+        headers = dict(resp.headers)
+        headers["Sforce-Limit-Info"] = self.limits.limit_info()
+        if dropped and data:
+            return DroppedResponse(resp.status, data, resp.content_type, headers)  # type: ignore[return-value]
+        if data and len(data) > 512 and "gzip" in request.headers.get("accept-encoding", "").lower():
+            data = gzip.compress(data, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+            headers["Vary"] = "Accept-Encoding"
+        if resp.status in (204, 304):
+            return Response(status_code=resp.status, headers=headers)
+        return Response(data, status_code=resp.status, headers=headers, media_type=resp.content_type if data else None)
+
+
+class DroppedResponse:
+    """A response whose connection is cut after half the body (fault ``drop``)."""
+
+    def __init__(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+        self.status = status
+        self.body = body
+        self.headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+        self.headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
+        raise ConnectionAbortedError("sfint emulator fault: connection dropped mid-body")
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() in ("bearer", "oauth") and token.strip():
+        return token.strip()
+    return request.headers.get("x-sfdc-session")
+
+
+def _json(status: int, value: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+        status_code=status,
+        headers=headers,
+        media_type=JSON,
+    )
+
+
+def _limit_exceeded() -> Response:
+    return _json(403, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}])
+
+
+_ID_SEGMENT = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?(-\d+)?$")
+
+
+def _endpoint_key(sub_path: str) -> str:
+    """A counter key: the path with ids, locators and values replaced (``sobjects/Account/{id}``)."""
+    parts = sub_path.strip("/").split("/")
+    out = []
+    for i, part in enumerate(parts):
+        if (i >= 1 and _ID_SEGMENT.match(part)) or (parts[0] == "sobjects" and i >= 2 and part != "describe"):
+            out.append("{id}")
+        else:
+            out.append(part)
+    return "/".join(out)
+
+
+def parse_datetime_arg(text: str) -> datetime:
+    from .dml import parse_datetime
+
+    parsed = parse_datetime(text)
+    if parsed is None:
+        raise ValueError(f"not an ISO datetime: {text!r}")
+    return parsed

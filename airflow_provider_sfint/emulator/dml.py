@@ -1,0 +1,464 @@
+"""Record writes as the real org does them: coercion, validation, defaults, system fields.
+
+Every write path (REST sObject resources, Collections, Composite, Tree, Bulk ingest) goes through
+``Writer`` so that the same input gives the same error codes and messages whichever API sent it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from .clock import Clock, storage_datetime
+from .errors import ApiError, RecordError, json_parser_error
+from .ids import make_id, to18
+from .schema import FieldDef, ObjectDef, Org
+from .store import Store
+
+EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+DATETIME_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?"
+    r"(Z|[+-]\d{2}:?\d{2})?$"
+)
+DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})Z?$")
+
+
+def sf_trim(value: str) -> str | None:
+    """Salesforce stores strings without leading/trailing chars <= U+0020; empty becomes null."""
+    i, j = 0, len(value)
+    while i < j and value[i] <= " ":
+        i += 1
+    while j > i and value[j - 1] <= " ":
+        j -= 1
+    trimmed = value[i:j]
+    return trimmed or None
+
+
+class ValueTypeError(Exception):
+    """A value that cannot be the field's type (JSON_PARSER_ERROR in REST, a failed row in Bulk)."""
+
+    def __init__(self, f: FieldDef, value: Any) -> None:
+        super().__init__(f"{value!r} is not a valid value for the type {f.describe()['soapType']}")
+        self.field = f
+        self.value = value
+
+
+def parse_datetime(text: str) -> datetime | None:
+    m = DATETIME_RE.match(text.strip())
+    if not m:
+        return None
+    y, mo, d, h, mi, s, frac, tz = m.groups()
+    try:
+        micro = int((frac or "0")[:6].ljust(6, "0"))
+        value = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0), micro, tzinfo=UTC)
+    except ValueError:
+        return None
+    if tz and tz != "Z":
+        sign = 1 if tz[0] == "+" else -1
+        digits = tz[1:].replace(":", "")
+        offset = sign * (int(digits[:2]) * 60 + int(digits[2:]))
+        value = value - timedelta(minutes=offset)
+    return value
+
+
+def coerce(f: FieldDef, value: Any) -> Any:
+    """Turn a JSON (or CSV) value into the stored form for ``f``; raise ValueTypeError if impossible.
+
+    Errors that Salesforce reports as validation failures (length, picklist, e-mail, range) are
+    raised as RecordError; values that cannot even be deserialised raise ValueTypeError.
+    """
+    if value is None:
+        return None
+    t = f.type
+    if t in ("string", "textarea", "picklist", "multipicklist", "email", "phone", "url"):
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, int | float):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise ValueTypeError(f, value)
+        value = value.replace("\x00", "")
+        text = sf_trim(value)
+        if text is None:
+            return None
+        if len(text) > f.length:
+            raise RecordError(
+                "STRING_TOO_LONG", f"{f.label}: data value too large: {text[:100]} (max length={f.length})", [f.name]
+            )
+        if t == "email" and not EMAIL_RE.match(text):
+            raise RecordError("INVALID_EMAIL_ADDRESS", f"{f.label}: invalid email address: {text}", [f.name])
+        if t == "picklist" and f.restricted and text not in f.picklist:
+            raise RecordError(
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                f"{f.label}: bad value for restricted picklist field: {text}",
+                [f.name],
+            )
+        if t == "multipicklist":
+            items = [sf_trim(v) for v in text.split(";")]
+            parts = [v for v in items if v]
+            if f.restricted or f.custom:
+                for item in parts:
+                    if f.picklist and item not in f.picklist:
+                        raise RecordError(
+                            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                            f"{f.label}: bad value for restricted picklist field: {item}",
+                            [f.name],
+                        )
+            text = ";".join(dict.fromkeys(parts))
+        return text
+    if t == "boolean":
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+            return int(value.strip().lower() in ("true", "1"))
+        raise ValueTypeError(f, value)
+    if t == "int":
+        if isinstance(value, bool):
+            raise ValueTypeError(f, value)
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise ValueTypeError(f, value) from None
+        if not isinstance(number, int | float) or not math.isfinite(number) or number != int(number):
+            raise ValueTypeError(f, value)
+        if f.digits and abs(int(number)) >= 10**f.digits:
+            raise RecordError(
+                "NUMBER_OUTSIDE_VALID_RANGE",
+                f"{f.label}: value outside of valid range on numeric field: {value}",
+                [f.name],
+            )
+        return int(number)
+    if t in ("double", "currency", "percent"):
+        if isinstance(value, bool):
+            raise ValueTypeError(f, value)
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise ValueTypeError(f, value) from None
+        if not isinstance(number, int | float) or not math.isfinite(number):
+            raise ValueTypeError(f, value)
+        number = round(float(number), f.scale)
+        if f.precision and abs(number) >= 10 ** (f.precision - f.scale):
+            raise RecordError(
+                "NUMBER_OUTSIDE_VALID_RANGE",
+                f"{f.label}: value outside of valid range on numeric field: {value}",
+                [f.name],
+            )
+        return number
+    if t == "date":
+        if not isinstance(value, str):
+            raise ValueTypeError(f, value)
+        m = DATE_RE.match(value.strip())
+        parsed = parse_datetime(value) if not m else None
+        if m:
+            try:
+                return date(int(m[1]), int(m[2]), int(m[3])).isoformat()
+            except ValueError:
+                raise ValueTypeError(f, value) from None
+        if parsed is None:
+            raise ValueTypeError(f, value)
+        return parsed.date().isoformat()
+    if t == "datetime":
+        if not isinstance(value, str):
+            raise ValueTypeError(f, value)
+        parsed = parse_datetime(value)
+        if parsed is None:
+            raise ValueTypeError(f, value)
+        return storage_datetime(parsed)
+    if t == "time":
+        if not isinstance(value, str) or not re.match(r"^\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?Z?$", value):
+            raise ValueTypeError(f, value)
+        return value.rstrip("Z")
+    if t in ("reference", "id"):
+        if not isinstance(value, str):
+            raise ValueTypeError(f, value)
+        text = value.strip()
+        if not text:
+            return None
+        normal = to18(text)
+        if normal is None:
+            raise RecordError("MALFORMED_ID", f"{f.label}: id value of incorrect type: {text}", [f.name])
+        return normal
+    raise ValueTypeError(f, value)
+
+
+@dataclass
+class WriteResult:
+    id: str
+    created: bool
+
+
+class Writer:
+    """Applies creates, updates, upserts and deletes to the store with Salesforce's rules."""
+
+    def __init__(
+        self, org: Org, store: Store, clock: Clock, user_id: str, lock_fault: Callable[[], bool] | None = None
+    ) -> None:
+        self.org = org
+        self.store = store
+        self.clock = clock
+        self.user_id = user_id
+        self.lock_fault = lock_fault or (lambda: False)
+
+    # --- field-level preparation ----------------------------------------------------------------
+
+    def _resolve_relationship(self, obj: ObjectDef, key: str, value: Any) -> tuple[FieldDef, str | None]:
+        ref = obj.relationship(key)
+        if ref is None:
+            raise RecordError("INVALID_FIELD", f"No such column '{key}' on sobject of type {obj.name}", [])
+        if value is None:
+            return ref, None
+        if not isinstance(value, dict):
+            raise json_parser_error(
+                f"Cannot deserialize instance of reference from {type(value).__name__} value for field {key}"
+            )
+        target = self.org.get(ref.reference_to[0])
+        assert target is not None
+        keys = [k for k in value if k != "attributes"]
+        if len(keys) != 1:
+            raise RecordError(
+                "INVALID_FIELD",
+                f"Foreign key external ID must specify exactly one field for relationship {key}",
+                [ref.name],
+            )
+        ext_name = keys[0]
+        ext = target.field(ext_name)
+        if ext is None or not (ext.external_id or ext.id_lookup):
+            raise RecordError(
+                "INVALID_FIELD",
+                f"Foreign key external ID field {ext_name} is not an external id or id lookup field on {target.name}",
+                [ref.name],
+            )
+        raw = value[ext_name]
+        lookup = coerce(ext, raw) if ext.type != "id" else to18(str(raw))
+        ids = self.store.find(target, ext.name, lookup) if lookup is not None else []
+        if not ids:
+            raise RecordError(
+                "INVALID_FIELD",
+                f"Foreign key external ID: {raw} not found for field {ext.name} in entity {target.name}",
+                [ref.name],
+            )
+        if len(ids) > 1:
+            raise RecordError(
+                "INVALID_FIELD",
+                f"Foreign key external ID: {raw} matches multiple records for field {ext.name} in entity {target.name}",
+                [ref.name],
+            )
+        return ref, ids[0]
+
+    def _check_reference(self, f: FieldDef, ref_id: str) -> None:
+        target = self.org.get(f.reference_to[0])
+        assert target is not None
+        if not ref_id.startswith(target.key_prefix):
+            raise RecordError("FIELD_INTEGRITY_EXCEPTION", f"{f.label}: id value of incorrect type: {ref_id}", [f.name])
+        row = self.store.get(target, ref_id)
+        if row is None:
+            raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [f.name])
+        if row["IsDeleted"]:
+            raise RecordError("ENTITY_IS_DELETED", "entity is deleted", [f.name])
+
+    def prepare(
+        self, obj: ObjectDef, body: dict[str, Any], *, creating: bool, ignore: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
+        """Validate and coerce ``body`` into column values (without system fields)."""
+        values: dict[str, Any] = {}
+        for key, raw in body.items():
+            if key == "attributes" or key.lower() in ignore:
+                continue
+            f = obj.field(key)
+            if f is None:
+                ref, ref_id = self._resolve_relationship(obj, key, raw)
+                values[ref.name] = ref_id
+                continue
+            if f.name == "Id":
+                if creating:
+                    raise RecordError(
+                        "INVALID_FIELD_FOR_INSERT_UPDATE", "Record ID: cannot specify Id in an insert call", ["Id"]
+                    )
+                continue
+            if (creating and not f.createable) or (not creating and not f.updateable):
+                raise RecordError(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {f.name}. Please check the security settings of this "
+                    f"field and verify that it is read/write for your profile or permission set.",
+                    [f.name],
+                )
+            try:
+                value = coerce(f, raw)
+            except ValueTypeError as exc:
+                raise json_parser_error(
+                    f"Cannot deserialize instance of {f.describe()['soapType'].split(':')[1]} from "
+                    f"{type(raw).__name__.upper()} value {raw} or request may be missing a required field"
+                ) from exc
+            if f.type == "boolean" and value is None:
+                value = 0
+            values[f.name] = value
+        return values
+
+    def _finish(
+        self, obj: ObjectDef, values: dict[str, Any], current: dict[str, Any] | None, record_id: str | None
+    ) -> None:
+        """Defaults, references, required fields, uniqueness and derived fields."""
+        merged = dict(current or {})
+        merged.update(values)
+        for f in obj.fields.values():
+            if f.type == "reference" and values.get(f.name):
+                self._check_reference(f, values[f.name])
+        missing = [f.name for f in obj.fields.values() if f.required and merged.get(f.name) is None]
+        if missing:
+            raise RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
+        for f in obj.fields.values():
+            if (f.unique or f.external_id) and values.get(f.name) is not None:
+                for other in self.store.find(obj, f.name, values[f.name]):
+                    if other != record_id:
+                        raise RecordError(
+                            "DUPLICATE_VALUE",
+                            f"duplicate value found: {f.name} duplicates value on record with id: {other}",
+                            [],
+                        )
+        if obj.name in ("Contact", "Lead", "User") and ("FirstName" in values or "LastName" in values):
+            values["Name"] = " ".join(p for p in (merged.get("FirstName"), merged.get("LastName")) if p)
+        if obj.name == "Opportunity":
+            stage = merged.get("StageName")
+            values["IsClosed"] = int(stage in ("Closed Won", "Closed Lost"))
+            values["IsWon"] = int(stage == "Closed Won")
+            if merged.get("CloseDate"):
+                year, month = int(merged["CloseDate"][:4]), int(merged["CloseDate"][5:7])
+                values["FiscalYear"], values["FiscalQuarter"] = year, (month - 1) // 3 + 1
+        if obj.name == "Case" and "Status" in values:
+            closed = values["Status"] == "Closed"
+            values["IsClosed"] = int(closed)
+            values["ClosedDate"] = storage_datetime(self.clock.now()) if closed else None
+
+    def _lock(self, record_id: str | None) -> None:
+        if self.lock_fault():
+            raise RecordError(
+                "UNABLE_TO_LOCK_ROW",
+                f"unable to obtain exclusive access to this record or 1 records: {record_id or ''}",
+                [],
+            )
+
+    # --- operations -----------------------------------------------------------------------------
+
+    def create(self, obj: ObjectDef, body: dict[str, Any], ignore: frozenset[str] = frozenset()) -> str:
+        values = self.prepare(obj, body, creating=True, ignore=ignore)
+        for f in obj.fields.values():
+            if f.defaulted_on_create and f.createable and values.get(f.name) is None and f.default is not None:
+                values[f.name] = int(f.default) if f.type == "boolean" else f.default
+            elif f.type == "boolean" and f.name not in values and f.createable:
+                values[f.name] = int(bool(f.default))
+        if "OwnerId" in obj.fields and not values.get("OwnerId"):
+            values["OwnerId"] = self.user_id
+        self._finish(obj, values, None, None)
+        self._lock(None)
+        if obj.name == "Case":
+            values["CaseNumber"] = f"{self.store.count(obj) + 1001:08d}"
+        now = storage_datetime(self.clock.now())
+        values.update(
+            IsDeleted=0,
+            CreatedDate=now,
+            LastModifiedDate=now,
+            SystemModstamp=now,
+            CreatedById=self.user_id,
+            LastModifiedById=self.user_id,
+        )
+        return self.store.insert(obj, values)
+
+    def load(self, obj: ObjectDef, record_id: str) -> dict[str, Any]:
+        """The live record, or the error Salesforce gives for a missing or deleted one."""
+        normal = to18(record_id)
+        if normal is None or not normal.startswith(obj.key_prefix):
+            raise RecordError("MALFORMED_ID", f"{obj.label} ID: id value of incorrect type: {record_id}", ["Id"])
+        row = self.store.get(obj, normal)
+        if row is None:
+            raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+        if row["IsDeleted"]:
+            raise RecordError("ENTITY_IS_DELETED", "entity is deleted", [])
+        return row
+
+    def update(self, obj: ObjectDef, record_id: str, body: dict[str, Any], ignore: frozenset[str] = frozenset()) -> str:
+        current = self.load(obj, record_id)
+        values = self.prepare(obj, body, creating=False, ignore=ignore)
+        self._finish(obj, values, current, current["Id"])
+        self._lock(current["Id"])
+        now = storage_datetime(self.clock.now())
+        values.update(LastModifiedDate=now, SystemModstamp=now, LastModifiedById=self.user_id)
+        self.store.update(obj, current["Id"], values)
+        return str(current["Id"])
+
+    def upsert(self, obj: ObjectDef, ext_name: str, ext_value: Any, body: dict[str, Any]) -> WriteResult:
+        ext = obj.field(ext_name)
+        if ext is None or not (ext.external_id or ext.id_lookup or ext.name == "Id"):
+            raise ApiError(
+                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {ext_name}"
+            )
+        body_value = next((v for k, v in body.items() if k.lower() == ext.name.lower()), None)
+        if ext_value is None:
+            ext_value = body_value
+        elif body_value is not None and str(body_value) != str(ext_value):
+            raise RecordError(
+                "INVALID_FIELD",
+                f"The value of {ext.name} in the request body conflicts with the value in the URL",
+                [ext.name],
+            )
+        if ext.name == "Id":
+            lookup = to18(str(ext_value)) if ext_value else None
+            matches = self.store.find(obj, "Id", lookup) if lookup else []
+        else:
+            if ext_value is None or (isinstance(ext_value, str) and sf_trim(ext_value) is None):
+                raise RecordError("MISSING_ARGUMENT", f"{ext.name} not specified", [ext.name])
+            lookup = coerce(ext, ext_value)
+            matches = self.store.find(obj, ext.name, lookup)
+        if len(matches) > 1:
+            raise MultipleMatches(obj, matches)
+        ignore = frozenset({ext.name.lower()})
+        if matches:
+            return WriteResult(self.update(obj, matches[0], body, ignore=ignore), False)
+        create_body = dict(body)
+        if ext.name != "Id":
+            create_body = {k: v for k, v in body.items() if k.lower() != ext.name.lower()}
+            create_body[ext.name] = ext_value
+        return WriteResult(self.create(obj, create_body, ignore=frozenset({"id"})), True)
+
+    def delete(self, obj: ObjectDef, record_id: str, hard: bool = False) -> str:
+        current = self.load(obj, record_id)
+        self._lock(current["Id"])
+        if hard:
+            self.store.hard_delete(obj, current["Id"])
+        else:
+            now = storage_datetime(self.clock.now())
+            self.store.update(
+                obj,
+                current["Id"],
+                {"IsDeleted": 1, "SystemModstamp": now, "LastModifiedDate": now, "LastModifiedById": self.user_id},
+            )
+        return str(current["Id"])
+
+    def publish(self, obj: ObjectDef, body: dict[str, Any]) -> tuple[str, str]:
+        """Publish a platform event; returns (publish id, event uuid)."""
+        values = self.prepare(obj, body, creating=True)
+        missing = [f.name for f in obj.fields.values() if f.required and values.get(f.name) is None]
+        if missing:
+            raise RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
+        event_uuid = str(uuid.uuid4())
+        payload = json.dumps({"CreatedById": self.user_id, **values}, sort_keys=True)
+        replay = self.store.append_event(obj.name, event_uuid, storage_datetime(self.clock.now()), payload)
+        return make_id("e01", replay), event_uuid
+
+
+class MultipleMatches(Exception):
+    """An upsert whose external id matched several records (HTTP 300)."""
+
+    def __init__(self, obj: ObjectDef, ids: list[str]) -> None:
+        super().__init__(f"{len(ids)} records match")
+        self.obj = obj
+        self.ids = ids

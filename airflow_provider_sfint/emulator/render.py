@@ -1,0 +1,72 @@
+"""Rendering stored values as Salesforce JSON, field type by field type.
+
+Records are rendered to JSON text directly (not through ``json.dumps`` of dicts) so that currency
+and other scaled numbers keep their scale (``50000.00``) and doubles follow Java's ``Double.toString``
+(``3.5E7``), as the real API does.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from .schema import FieldDef, ObjectDef
+
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def java_double(value: float) -> str:
+    """Java's ``Double.toString``: plain between 1e-3 and 1e7, scientific (``3.5E7``) outside."""
+    if value == 0:
+        return "0.0"
+    magnitude = abs(value)
+    if 1e-3 <= magnitude < 1e7:
+        text = repr(float(value))
+        return text if ("." in text or "e" in text) else text + ".0"
+    sign, digits, exponent = Decimal(repr(float(value))).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    chars = "".join(map(str, digits))
+    power = len(chars) - 1 + exponent
+    return f"{'-' if sign else ''}{chars[0]}.{chars[1:] or '0'}E{power}"
+
+
+def render_value(f: FieldDef, value: Any) -> str:
+    """One stored value as JSON text."""
+    if value is None:
+        return "null"
+    t = f.type
+    if t == "boolean":
+        return "true" if value else "false"
+    if t == "int":
+        return str(int(value))
+    if t in ("double", "currency", "percent"):
+        if f.scale:
+            return f"{float(value):.{f.scale}f}"
+        return java_double(float(value))
+    if t == "datetime":
+        return '"' + value[:-1] + '+0000"'
+    if t == "time":
+        return '"' + value + ('.000Z"' if len(value) == 8 else 'Z"')
+    return _dumps(value)
+
+
+def python_value(f: FieldDef, value: Any) -> Any:
+    """One stored value as the Python value ``json.loads`` of the rendered text would give."""
+    if value is None:
+        return None
+    return json.loads(render_value(f, value))
+
+
+def attributes(obj: ObjectDef, record_id: str | None, version: str) -> str:
+    if record_id is None:
+        return f'{{"type":{_dumps(obj.name)}}}'
+    return f'{{"type":{_dumps(obj.name)},"url":"/services/data/v{version}/sobjects/{obj.name}/{record_id}"}}'
+
+
+def render_row(obj: ObjectDef, row: dict[str, Any], version: str, fields: list[FieldDef] | None = None) -> str:
+    """A whole stored row (or the listed fields of it) as a JSON record with attributes."""
+    parts = [f'"attributes":{attributes(obj, row.get("Id"), version)}']
+    for f in fields or list(obj.fields.values()):
+        parts.append(f"{_dumps(f.name)}:{render_value(f, row.get(f.name))}")
+    return "{" + ",".join(parts) + "}"

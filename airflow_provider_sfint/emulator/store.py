@@ -1,0 +1,191 @@
+"""SQLite storage: one table per object, one typed column per field.
+
+Strings are stored as given (after Salesforce's trimming), booleans as 0/1, numbers as INTEGER or
+REAL, dates as ``YYYY-MM-DD`` and datetimes as sortable UTC ``YYYY-MM-DDTHH:MM:SS.mmmZ`` strings.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .ids import make_id
+from .schema import ObjectDef, Org
+
+
+def _includes(stored: str | None, wanted: str | None) -> int:
+    """SOQL INCLUDES for multi-select picklists: every ``;``-separated value of ``wanted`` present."""
+    if stored is None or wanted is None:
+        return 0
+    have = {v.strip().lower() for v in stored.split(";")}
+    return int(all(w.strip().lower() in have for w in wanted.split(";")))
+
+
+def connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-200000")
+    conn.create_function("sf_includes", 2, _includes, deterministic=True)
+    return conn
+
+
+class Store:
+    """The org's records. All access goes through one connection guarded by a re-entrant lock."""
+
+    def __init__(self, org: Org, path: str) -> None:
+        self.org = org
+        self.path = path
+        self.conn = connect(path)
+        self.lock = threading.RLock()
+        self._next: dict[str, int] = {}
+        self._savepoints = 0
+        self.create_schema()
+
+    # --- schema ---------------------------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        with self.lock:
+            for obj in self.org.data_objects:
+                cols = ", ".join(
+                    f'"{f.name}" {f.sql_type}' + (" COLLATE NOCASE" if f.is_text and f.name != "Id" else "")
+                    for f in obj.fields.values()
+                )
+                self.conn.execute(f"CREATE TABLE IF NOT EXISTS {obj.table} (rid INTEGER PRIMARY KEY, {cols})")
+                self.conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "ix_{obj.name}_Id" ON {obj.table} ("Id")')
+                for f in obj.fields.values():
+                    if f.unique or f.external_id or f.type == "reference" or f.name == "SystemModstamp":
+                        self.conn.execute(
+                            f'CREATE INDEX IF NOT EXISTS "ix_{obj.name}_{f.name}" ON {obj.table} ("{f.name}")'
+                        )
+                row = self.conn.execute(f"SELECT MAX(rid) FROM {obj.table}").fetchone()
+                self._next[obj.name] = (row[0] or 0) + 1
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS _events (replay_id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "event TEXT NOT NULL, uuid TEXT NOT NULL, created TEXT NOT NULL, payload TEXT NOT NULL)"
+            )
+
+    def reset(self) -> None:
+        with self.lock:
+            for obj in self.org.data_objects:
+                self.conn.execute(f"DROP TABLE IF EXISTS {obj.table}")
+            self.conn.execute("DROP TABLE IF EXISTS _events")
+            self.create_schema()
+
+    # --- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A (nestable) savepoint: everything inside rolls back together if an exception escapes."""
+        with self.lock:
+            self._savepoints += 1
+            name = f"sp{self._savepoints}"
+            counters = dict(self._next)
+            self.conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+                self._next = counters
+                raise
+            else:
+                self.conn.execute(f"RELEASE {name}")
+            finally:
+                self._savepoints -= 1
+
+    # --- records --------------------------------------------------------------------------------
+
+    def allocate_ids(self, obj: ObjectDef, count: int) -> list[tuple[int, str]]:
+        with self.lock:
+            start = self._next[obj.name]
+            self._next[obj.name] = start + count
+        return [(n, make_id(obj.key_prefix, n)) for n in range(start, start + count)]
+
+    def insert(self, obj: ObjectDef, values: dict[str, Any]) -> str:
+        ((rid, record_id),) = self.allocate_ids(obj, 1)
+        values = {**values, "Id": record_id}
+        cols = ", ".join(f'"{c}"' for c in values)
+        marks = ", ".join("?" for _ in values)
+        with self.lock:
+            self.conn.execute(f"INSERT INTO {obj.table} (rid, {cols}) VALUES (?, {marks})", (rid, *values.values()))
+        return record_id
+
+    def insert_many(self, obj: ObjectDef, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Fast path for seeding: rows already carry ``rid`` first and every listed column."""
+        cols = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        with self.lock:
+            self.conn.execute("BEGIN")
+            try:
+                self.conn.executemany(f"INSERT INTO {obj.table} (rid, {cols}) VALUES (?, {marks})", rows)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            row = self.conn.execute(f"SELECT MAX(rid) FROM {obj.table}").fetchone()
+            self._next[obj.name] = max(self._next[obj.name], (row[0] or 0) + 1)
+
+    def update(self, obj: ObjectDef, record_id: str, values: dict[str, Any]) -> None:
+        if not values:
+            return
+        sets = ", ".join(f'"{c}" = ?' for c in values)
+        with self.lock:
+            self.conn.execute(f'UPDATE {obj.table} SET {sets} WHERE "Id" = ?', (*values.values(), record_id))
+
+    def hard_delete(self, obj: ObjectDef, record_id: str) -> None:
+        with self.lock:
+            self.conn.execute(f'DELETE FROM {obj.table} WHERE "Id" = ?', (record_id,))
+
+    def get(self, obj: ObjectDef, record_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            cur = self.conn.execute(f'SELECT * FROM {obj.table} WHERE "Id" = ?', (record_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    def find(
+        self, obj: ObjectDef, field: str, value: Any, *, include_deleted: bool = False, limit: int = 3
+    ) -> list[str]:
+        """Ids of records whose ``field`` equals ``value`` (case-insensitively for text)."""
+        deleted = "" if include_deleted else ' AND "IsDeleted" = 0'
+        with self.lock:
+            rows = self.conn.execute(
+                f'SELECT "Id" FROM {obj.table} WHERE "{field}" = ?{deleted} ORDER BY rid LIMIT ?', (value, limit)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def count(self, obj: ObjectDef, include_deleted: bool = True) -> int:
+        where = "" if include_deleted else ' WHERE "IsDeleted" = 0'
+        with self.lock:
+            return int(self.conn.execute(f"SELECT COUNT(*) FROM {obj.table}{where}").fetchone()[0])
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self.lock:
+            cur = self.conn.execute(sql, params)
+            rows = cur.fetchall()
+            return [d[0] for d in cur.description or ()], rows
+
+    # --- platform events ------------------------------------------------------------------------
+
+    def append_event(self, event: str, uuid: str, created: str, payload: str) -> int:
+        with self.lock:
+            cur = self.conn.execute(
+                "INSERT INTO _events (event, uuid, created, payload) VALUES (?, ?, ?, ?)",
+                (event, uuid, created, payload),
+            )
+            return int(cur.lastrowid or 0)
+
+    def events(self, event: str | None = None, after: int = 0) -> list[tuple[Any, ...]]:
+        sql = "SELECT replay_id, event, uuid, created, payload FROM _events WHERE replay_id > ?"
+        params: list[Any] = [after]
+        if event:
+            sql += " AND event = ?"
+            params.append(event)
+        with self.lock:
+            return self.conn.execute(sql + " ORDER BY replay_id", params).fetchall()

@@ -1,0 +1,130 @@
+"""Provider metadata read by every Airflow component. Keep this module import-light."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_sfint import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-sfint",
+        "name": "Salesforce (sfint)",
+        "description": "Salesforce integration: Bulk API 2.0 query and ingest, Composite upsert, deferrable job "
+        "sensors, and a bundled Salesforce emulator for tests.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Salesforce (sfint)",
+                "external-doc-url": "https://developer.salesforce.com/docs/apis",
+                "tags": ["service"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "sfint",
+                "hook-class-name": "airflow_provider_sfint.hooks.salesforce.SalesforceHook",
+                "hook-name": "Salesforce (sfint)",
+                "conn-fields": {
+                    "auth_type": {
+                        "label": "Auth type",
+                        "description": "jwt_bearer (recommended), client_credentials, refresh_token, password or "
+                        "access_token",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["jwt_bearer", "client_credentials", "refresh_token", "password", "access_token"],
+                            "default": "jwt_bearer",
+                        },
+                    },
+                    "client_id": {
+                        "label": "Client id (consumer key)",
+                        "description": "The connected app's consumer key",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "client_secret": {
+                        "label": "Client secret",
+                        "description": "The connected app's consumer secret (client credentials, refresh token, "
+                        "password flows)",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "private_key": {
+                        "label": "Private key (PEM)",
+                        "description": "RSA private key that signs JWT bearer assertions",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "private_key_file": {
+                        "label": "Private key file",
+                        "description": "Path to the PEM private key on the workers (instead of Private key)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "refresh_token": {
+                        "label": "Refresh token",
+                        "description": "For the refresh token flow",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "login_url": {
+                        "label": "Login URL or domain",
+                        "description": "login, test, a My Domain URL (https://acme.my.salesforce.com) or the "
+                        "emulator's URL",
+                        "schema": {"type": ["string", "null"], "default": "login"},
+                    },
+                    "instance_url": {
+                        "label": "Instance URL",
+                        "description": "Required for the access_token auth type; otherwise taken from the token "
+                        "response",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "api_version": {
+                        "label": "API version",
+                        "description": "Salesforce API version, e.g. 62.0",
+                        "schema": {"type": ["string", "null"], "default": "62.0"},
+                    },
+                    "connect_timeout": {
+                        "label": "Connect timeout (s)",
+                        "description": "Seconds to wait for a TCP/TLS connection",
+                        "schema": {"type": ["number", "null"], "default": 10},
+                    },
+                    "read_timeout": {
+                        "label": "Read timeout (s)",
+                        "description": "Seconds to wait for response data",
+                        "schema": {"type": ["number", "null"], "default": 120},
+                    },
+                    "verify_tls": {
+                        "label": "Verify TLS",
+                        "description": "true (default), or a CA bundle path. Turning it off is only allowed for "
+                        "loopback hosts unless allow_insecure is also set",
+                        "schema": {"type": ["string", "null"], "default": "true"},
+                    },
+                    "min_remaining_api_percent": {
+                        "label": "Minimum remaining API share (%)",
+                        "description": "Refuse to start work when less than this share of the daily API "
+                        "allowance remains",
+                        "schema": {"type": ["number", "null"], "default": 0},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {"host": "Login URL (optional)", "login": "Username", "password": "Password"},
+                    "placeholders": {
+                        "host": "https://login.salesforce.com",
+                        "login": "integration@acme.com",
+                        "password": "password + security token (password flow only)",
+                        "client_id": "3MVG9...",
+                        "login_url": "login | test | https://acme.my.salesforce.com",
+                        "api_version": "62.0",
+                    },
+                },
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Salesforce (sfint)",
+                "python-modules": ["airflow_provider_sfint.hooks.salesforce"],
+            }
+        ],
+        "operators": [],
+        "sensors": [],
+        "triggers": [],
+        "extra-links": [],
+    }

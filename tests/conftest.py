@@ -1,0 +1,86 @@
+"""Hermetic test environment: a temporary AIRFLOW_HOME with SQLite, and a shared emulator.
+
+The environment is set before anything imports airflow. The session emulator is seeded with a
+small demo org; tests that write and need a known state use ``fresh_org`` to reset it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="sfint-airflow-home-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
+
+import pytest  # noqa: E402
+
+from airflow_provider_sfint.emulator import Emulator, EmulatorServer  # noqa: E402
+
+from .emulator.helpers import Admin, SalesforceHttp  # noqa: E402
+
+DEMO_RECORDS = 200
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "recorded"
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    """One emulator over plain HTTP on a free loopback port for the whole session."""
+    server = EmulatorServer(Emulator(seed="demo", demo_records=DEMO_RECORDS))
+    with server:
+        yield server
+    server.emulator.close()
+
+
+@pytest.fixture(scope="session")
+def emulator_url(emulator_server: EmulatorServer) -> str:
+    return emulator_server.url
+
+
+@pytest.fixture(scope="session")
+def admin(emulator_url: str) -> Iterator[Admin]:
+    with Admin(emulator_url) as client:
+        yield client
+
+
+@pytest.fixture()
+def fresh_org(admin: Admin) -> Iterator[Admin]:
+    """Reset the shared org to the seeded demo state, with no faults, before and after the test."""
+    admin.reset(seed="demo", records=DEMO_RECORDS)
+    yield admin
+    admin.reset(seed="demo", records=DEMO_RECORDS)
+
+
+@pytest.fixture()
+def sf(emulator_url: str, fresh_org: Admin) -> Iterator[SalesforceHttp]:
+    """Raw-HTTP access to the emulator with a client-credentials token, on a freshly reset org."""
+    with SalesforceHttp.login(emulator_url) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    server = EmulatorServer(
+        Emulator(seed="demo", demo_records=DEMO_RECORDS), tls=True, cert_dir=tmp_path_factory.mktemp("tls")
+    )
+    with server:
+        yield server
+    server.emulator.close()
+
+
+@pytest.fixture(scope="session")
+def recorded() -> Path:
+    """The real-org fixtures in ../shared; tests that need them skip where the folder is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"recorded fixtures not found at {SHARED} (they live outside the repository)")
+    return SHARED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    httpx_logger = __import__("logging").getLogger("httpx")
+    httpx_logger.setLevel("WARNING")
