@@ -35,7 +35,7 @@ from .auth import Authority, AuthSettings, ConnectedApp, load_public_key
 from .clock import Clock, storage_datetime
 from .dml import Writer
 from .errors import ApiError, OAuthError
-from .faults import Faults
+from .faults import FaultRule, Faults
 from .ids import make_id
 from .limits import Limits
 from .query import QueryEngine
@@ -96,7 +96,10 @@ class Emulator:
     def reset(self, seed: str = "empty", demo_records: int | None = None, random_seed: int = 42) -> None:
         """Drop all records and sessions; re-create the users; optionally seed the demo data."""
         self.store.reset()
-        self.auth = Authority(self.auth.settings)
+        self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)))
+        self.limits = Limits()
+        self.limits.update(dict(self.org.limits))
+        self.settings = {"upsert_update_204": False}
         self.faults.clear()
         self.counters.clear()
         user = self.org.objects["User"]
@@ -286,36 +289,6 @@ class Emulator:
             return _json(401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
         method = request.method
         self.count(f"{method} {_endpoint_key(sub_path)}")
-        dropped = False
-        for fault in self.faults.request_faults(method, path):
-            if fault.kind == "latency":
-                await asyncio.sleep(fault.latency_ms / 1000)
-            elif fault.kind == "503":
-                return self._with_limits(
-                    _json(503, [{"errorCode": "SERVER_UNAVAILABLE", "message": "Server temporarily unavailable"}])
-                )
-            elif fault.kind == "500":
-                return self._with_limits(
-                    _json(
-                        500,
-                        [
-                            {
-                                "errorCode": "UNKNOWN_EXCEPTION",
-                                "message": "An unexpected error occurred. Please include this ErrorId "
-                                "if you contact support: 1917376021-12345 (-1234567890)",
-                            }
-                        ],
-                    )
-                )
-            elif fault.kind == "429":
-                headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-                return self._with_limits(
-                    _json(429, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "Too many requests"}], headers)
-                )
-            elif fault.kind == "request_limit":
-                return self._with_limits(_limit_exceeded())
-            elif fault.kind == "drop":
-                dropped = True
         if self.limits.exhausted:
             return self._with_limits(_limit_exceeded())
         ticket = self.limits.enter()
@@ -326,6 +299,14 @@ class Emulator:
                 )
             )
         try:
+            dropped = False
+            for fault in self.faults.request_faults(method, path):
+                if fault.kind == "latency":
+                    await asyncio.sleep(fault.latency_ms / 1000)
+                elif fault.kind == "drop":
+                    dropped = True
+                else:
+                    return self._with_limits(_fault_response(fault))
             body = await request.body()
             req = Req(
                 method=method,
@@ -337,10 +318,11 @@ class Emulator:
                 user_id=token.user_id,
                 base_url=self.base_url(request),
             )
+            self.limits.count_call(1)  # counted before the work, so /limits reports this call too
             resp = await anyio.to_thread.run_sync(self.router.dispatch, req)
-            if resp.api_calls:
-                self.limits.count_call(resp.api_calls)
-                self.count("api calls", resp.api_calls)
+            if resp.api_calls != 1:
+                self.limits.count_call(resp.api_calls - 1)
+            self.count("api calls", resp.api_calls)
         finally:
             self.limits.leave(ticket)
         return self._respond(request, resp, dropped)
@@ -395,6 +377,26 @@ def _json(status: int, value: Any, headers: dict[str, str] | None = None) -> Res
         headers=headers,
         media_type=JSON,
     )
+
+
+def _fault_response(fault: FaultRule) -> Response:
+    if fault.kind == "503":
+        return _json(503, [{"errorCode": "SERVER_UNAVAILABLE", "message": "Server temporarily unavailable"}])
+    if fault.kind == "500":
+        return _json(
+            500,
+            [
+                {
+                    "errorCode": "UNKNOWN_EXCEPTION",
+                    "message": "An unexpected error occurred. Please "
+                    "include this ErrorId if you contact support: 1917376021-12345 (-1234567890)",
+                }
+            ],
+        )
+    if fault.kind == "429":
+        headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+        return _json(429, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "Too many requests"}], headers)
+    return _limit_exceeded()
 
 
 def _limit_exceeded() -> Response:

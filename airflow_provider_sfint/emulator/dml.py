@@ -214,7 +214,7 @@ class Writer:
     def _resolve_relationship(self, obj: ObjectDef, key: str, value: Any) -> tuple[FieldDef, str | None]:
         ref = obj.relationship(key)
         if ref is None:
-            raise RecordError("INVALID_FIELD", f"No such column '{key}' on sobject of type {obj.name}", [])
+            raise RecordError("INVALID_FIELD", f"No such column '{key}' on sobject of type {obj.name}")
         if value is None:
             return ref, None
         if not isinstance(value, dict):
@@ -371,7 +371,11 @@ class Writer:
             CreatedById=self.user_id,
             LastModifiedById=self.user_id,
         )
-        return self.store.insert(obj, values)
+        record_id = self.store.insert(obj, values)
+        name = obj.fields.get("Name")
+        if obj.custom and name is not None and values.get("Name") is None:
+            self.store.update(obj, record_id, {"Name": record_id})
+        return record_id
 
     def load(self, obj: ObjectDef, record_id: str) -> dict[str, Any]:
         """The live record, or the error Salesforce gives for a missing or deleted one."""

@@ -39,13 +39,14 @@ class RecordError(Exception):
     """A per-record DML error (``statusCode`` form)."""
 
     def __init__(self, status_code: str, message: str, fields: list[str] | None = None) -> None:
+        """``fields=None`` means the REST error body carries no ``fields`` key (as for unknown columns)."""
         super().__init__(message)
         self.status_code = status_code
         self.message = message
-        self.fields = fields or []
+        self.fields = fields
 
     def result_entry(self) -> dict[str, Any]:
-        return {"statusCode": self.status_code, "message": self.message, "fields": self.fields}
+        return {"statusCode": self.status_code, "message": self.message, "fields": self.fields or []}
 
     def as_api_error(self, status: int = 400) -> ApiError:
         return ApiError(status, self.status_code, self.message, self.fields)

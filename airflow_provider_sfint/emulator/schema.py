@@ -102,9 +102,10 @@ class FieldDef:
 
     def describe(self) -> dict[str, Any]:
         """The field's entry in ``describe``'s ``fields`` array, with the real org's key set."""
-        byte_length = self.length * 3 if self.type not in ("id", "reference") else self.length
+        byte_length = self.length if self.type in ("id", "reference", "multipicklist") else self.length * 3
+        long_text = (self.type == "textarea" and self.length > 255) or self.type == "multipicklist"
         return {
-            "aggregatable": self.type not in ("textarea",) or self.length <= 255,
+            "aggregatable": not long_text,
             "aiPredictionField": False,
             "autoNumber": self.auto_number,
             "byteLength": byte_length,
@@ -129,7 +130,7 @@ class FieldDef:
             "filterable": self.filterable,
             "filteredLookupInfo": None,
             "formulaTreatNullNumberAsZero": False,
-            "groupable": self.type not in ("double", "currency", "percent", "datetime", "textarea"),
+            "groupable": not long_text and self.type not in ("double", "currency", "percent", "datetime"),
             "highScaleNumber": False,
             "htmlFormatted": self.html_formatted,
             "idLookup": self.id_lookup,
@@ -165,7 +166,7 @@ class FieldDef:
             "scale": self.scale,
             "searchPrefilterable": self.type == "reference",
             "soapType": FIELD_TYPES[self.type],
-            "sortable": self.type not in ("textarea", "multipicklist") or self.length <= 255,
+            "sortable": not long_text,
             "type": self.type,
             "unique": self.unique,
             "updateable": self.updateable,
@@ -792,7 +793,8 @@ class Org:
                 "string",
                 length=80,
                 name_field=True,
-                nillable=not obj_spec.get("nameRequired", True),
+                id_lookup=True,
+                defaulted_on_create=True,  # a blank Name is filled in with the record id
                 label=obj_spec.get("nameLabel", obj_spec.get("label", obj_name) + " Name"),
             )
             fields.update(extra)

@@ -652,7 +652,8 @@ class Compiler:
         if col_field.type not in ("id", "reference") or "." in col_name:
             raise self.malformed(_pos(operand), "Semi join sub-selects must select an Id or reference field")
         select_expr = f'{sub.alias}."{col_field.name}"'
-        sql = sub.sql()
+        # NULL keys are left out: SQL's NOT IN over a set containing NULL would match nothing.
+        sql = sub.sql(extra_where=f"{select_expr} IS NOT NULL")
         head_end = sql.index(" FROM ")
         inner = f"SELECT {select_expr}{sql[head_end:]}"
         inner = inner.rsplit(" ORDER BY ", 1)[0]
