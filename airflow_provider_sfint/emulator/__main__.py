@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a generated self-signed certificate")
     parser.add_argument("--cert-dir", help="where --tls writes its certificate (default: next to the database)")
-    parser.add_argument("--seed", choices=["demo", "empty"], default="demo", help="initial data (default demo)")
+    parser.add_argument(
+        "--seed",
+        choices=["demo", "empty", "keep"],
+        default="demo",
+        help="initial data: demo (default), empty, or keep what --db already holds",
+    )
     parser.add_argument(
         "--demo-records",
         type=int,

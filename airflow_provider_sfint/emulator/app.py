@@ -94,8 +94,15 @@ class Emulator:
     # --- state ----------------------------------------------------------------------------------
 
     def reset(self, seed: str = "empty", demo_records: int | None = None, random_seed: int = 42) -> None:
-        """Drop all records and sessions; re-create the users; optionally seed the demo data."""
-        self.store.reset()
+        """Drop all records and sessions; re-create the users; optionally seed the demo data.
+
+        ``seed="keep"`` keeps the records already in the database (``--db`` with a generated org).
+        """
+        if seed not in ("demo", "empty", "keep"):
+            raise ValueError(f"unknown seed {seed!r}: use 'demo', 'empty' or 'keep'")
+        keep = seed == "keep" and self.store.count(self.org.objects["User"]) > 0
+        if not keep:
+            self.store.reset()
         self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)))
         self.limits = Limits()
         self.limits.update(dict(self.org.limits))
@@ -114,6 +121,10 @@ class Emulator:
             start=1,
         ):
             record_id = make_id(user.key_prefix, n)
+            if keep:
+                self.user_ids[username] = record_id
+                self.auth.add_user(username, record_id, ADMIN_PASSWORD if username == ADMIN_USERNAME else None)
+                continue
             self.store.insert_many(
                 user,
                 [
@@ -172,8 +183,6 @@ class Emulator:
             from .datagen import seed_demo
 
             seed_demo(self, records=demo_records, seed=random_seed)
-        elif seed != "empty":
-            raise ValueError(f"unknown seed {seed!r}: use 'demo' or 'empty'")
 
     @property
     def admin_user_id(self) -> str:

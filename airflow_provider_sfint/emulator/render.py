@@ -8,6 +8,7 @@ and other scaled numbers keep their scale (``50000.00``) and doubles follow Java
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,36 @@ def java_double(value: float) -> str:
     chars = "".join(map(str, digits))
     power = len(chars) - 1 + exponent
     return f"{'-' if sign else ''}{chars[0]}.{chars[1:] or '0'}E{power}"
+
+
+def _null_or(fn: Callable[[Any], str]) -> Callable[[Any], str]:
+    return lambda v: "null" if v is None else fn(v)
+
+
+def value_renderer(f: FieldDef) -> Callable[[Any], str]:
+    """A function rendering one stored value of ``f`` as JSON text (chosen once per column)."""
+    t = f.type
+    if t == "boolean":
+        return lambda v: "null" if v is None else ("true" if v else "false")
+    if t == "int":
+        return _null_or(lambda v: str(int(v)))
+    if t in ("double", "currency", "percent"):
+        if f.scale:
+            fmt = f"{{:.{f.scale}f}}".format
+            return _null_or(lambda v: fmt(float(v)))
+        return _null_or(lambda v: java_double(float(v)))
+    if t == "datetime":
+        return _null_or(lambda v: '"' + v[:-1] + '+0000"')
+    if t == "time":
+        return _null_or(lambda v: '"' + v + ('.000Z"' if len(v) == 8 else 'Z"'))
+    encode = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+    def text(v: Any) -> str:
+        if v is None:
+            return "null"
+        return encode(v) if type(v) is str else _dumps(v)
+
+    return text
 
 
 def render_value(f: FieldDef, value: Any) -> str:

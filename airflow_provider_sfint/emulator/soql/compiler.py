@@ -8,6 +8,7 @@ how each result row becomes a nested JSON record (or a flat CSV row for Bulk que
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -19,6 +20,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..errors import ApiError
 from ..ids import to18
+from ..render import value_renderer
 from ..schema import FieldDef, ObjectDef, Org
 
 AGGREGATES = {"COUNT", "COUNT_DISTINCT", "SUM", "AVG", "MIN", "MAX"}
@@ -86,6 +88,12 @@ class FieldOut:
     key: str
     field: FieldDef
     index: int
+    prefix: str = ""  # '"Key":' -- precomputed JSON member prefix
+    render: Callable[[Any], str] = field(default=str)
+
+    def __post_init__(self) -> None:
+        self.prefix = f'"{self.key}":'
+        self.render = value_renderer(self.field)
 
 
 @dataclass
@@ -107,6 +115,15 @@ class Node:
     obj: ObjectDef
     id_index: int
     entries: list[FieldOut | ParentOut | ChildOut] = field(default_factory=list)
+    flat: list[tuple[str, int, Callable[[Any], str]]] | None = None  # set when entries are all plain fields
+
+    def finish(self) -> None:
+        """Precompute the fast path for nodes with plain fields only (recursively)."""
+        for e in self.entries:
+            if isinstance(e, ParentOut):
+                e.node.finish()
+        if all(isinstance(e, FieldOut) for e in self.entries):
+            self.flat = [(e.prefix, e.index, e.render) for e in self.entries if isinstance(e, FieldOut)]
 
     def parent(self, key: str) -> Node | None:
         for e in self.entries:
@@ -366,6 +383,7 @@ class Compiler:
             cq.params = params
         if "order_clause" in clauses:
             cq.order_sql = self._order(scope, clauses["order_clause"], cq)
+        cq.root.finish()
         cq.select_exprs = ", ".join(scope.select)
         cq.from_sql = f"FROM {obj.table} {scope.root_alias} " + " ".join(scope.join_sql)
         cq.sql_select = f"SELECT {cq.select_exprs} {cq.from_sql}"

@@ -1,0 +1,135 @@
+"""Emulator benchmark (issue 2): seeding speed and REST query page latency.
+
+Run with ``make bench-emulator``; results go to ``bench/results/emulator.json``. Not part of the tests.
+
+- seed: 1,000,000 Accounts through the admin fast path (target <= 30 s on the 2-core reference box).
+- query pages: ``SELECT`` of 30 Account fields at ``batchSize=2000``, following ``nextRecordsUrl``;
+  the per-page latency p50 (target <= 100 ms). The first page, which materialises the cursor over all
+  matching rows, is reported on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
+
+FIELDS = (
+    "Id, IsDeleted, Name, Type, ParentId, BillingStreet, BillingCity, BillingState, BillingPostalCode, "
+    "BillingCountry, ShippingCity, Phone, Fax, AccountNumber, Website, Industry, AnnualRevenue, "
+    "NumberOfEmployees, Ownership, TickerSymbol, Description, Rating, Site, AccountSource, OwnerId, "
+    "CreatedDate, LastModifiedDate, SystemModstamp, External_Id__c, Regions__c"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/services/data/")
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the emulator at {url} did not start")
+
+
+def _rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=1_000_000)
+    parser.add_argument("--pages", type=int, default=60)
+    parser.add_argument("--out", default="bench/results/emulator.json")
+    args = parser.parse_args()
+    port = _free_port()
+    # The emulator runs in its own process, as `sfint-emulator` does, so client and server do not share a GIL.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_sfint.emulator", "--seed", "empty", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(url)
+        http = httpx.Client(base_url=url, timeout=600)
+        started = time.perf_counter()
+        r = http.post("/__emulator__/seed", json={"counts": {"Account": args.accounts}, "seed": 1})
+        r.raise_for_status()
+        seed_s = time.perf_counter() - started
+        print(f"seeded {args.accounts:,} Accounts in {seed_s:.1f} s")
+        token = http.post(
+            "/services/oauth2/token",
+            data={"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "Sforce-Query-Options": "batchSize=2000"}
+        started = time.perf_counter()
+        page = http.get("/services/data/v62.0/query", params={"q": f"SELECT {FIELDS} FROM Account"}, headers=headers)
+        page.raise_for_status()
+        first_s = time.perf_counter() - started
+        body = page.json()
+        latencies, sizes = [], []
+        for _ in range(args.pages):
+            if body["done"]:
+                break
+            started = time.perf_counter()
+            page = http.get(body["nextRecordsUrl"], headers=headers)
+            latencies.append((time.perf_counter() - started) * 1000)
+            sizes.append(len(page.content))
+            body = page.json()
+            assert len(body["records"]) == 2000
+        latencies.sort()
+        result = {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "seed": {
+                "accounts": args.accounts,
+                "seconds": round(seed_s, 2),
+                "target_seconds": 30,
+                "rows_per_second": round(args.accounts / seed_s),
+            },
+            "rest_query_pages": {
+                "batch_size": 2000,
+                "fields": len(FIELDS.split(",")),
+                "pages_measured": len(latencies),
+                "first_page_ms": round(first_s * 1000, 1),
+                "p50_ms": round(statistics.median(latencies), 1),
+                "p95_ms": round(latencies[int(len(latencies) * 0.95) - 1], 1),
+                "max_ms": round(latencies[-1], 1),
+                "target_p50_ms": 100,
+                "mean_page_bytes": round(statistics.mean(sizes)),
+            },
+            "server_peak_rss_mb": _rss_mb(server.pid),
+        }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
