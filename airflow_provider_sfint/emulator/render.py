@@ -52,7 +52,7 @@ def value_renderer(f: FieldDef) -> Callable[[Any], str]:
         return _null_or(lambda v: '"' + v[:-1] + '+0000"')
     if t == "time":
         return _null_or(lambda v: '"' + v + ('.000Z"' if len(v) == 8 else 'Z"'))
-    encode = json.encoder.encode_basestring  # type: ignore[attr-defined]
+    encode = json.encoder.encode_basestring
 
     def text(v: Any) -> str:
         if v is None:

@@ -89,7 +89,7 @@ class FieldOut:
     field: FieldDef
     index: int
     prefix: str = ""  # '"Key":' -- precomputed JSON member prefix
-    render: Callable[[Any], str] = field(default=str)
+    render: Callable[[Any], str] = str
 
     def __post_init__(self) -> None:
         self.prefix = f'"{self.key}":'
