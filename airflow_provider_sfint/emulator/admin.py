@@ -163,6 +163,7 @@ def _settings(em: Emulator, body: dict[str, Any]) -> None:
         "extra_audiences",
         "reject_client_credentials_on_login_hosts",
         "upsert_update_204",
+        "instance_url",
     }
     unknown = set(body) - known
     if unknown:
@@ -180,6 +181,8 @@ def _settings(em: Emulator, body: dict[str, Any]) -> None:
         s.reject_client_credentials_on_login_hosts = bool(body["reject_client_credentials_on_login_hosts"])
     if "upsert_update_204" in body:
         em.settings["upsert_update_204"] = bool(body["upsert_update_204"])
+    if "instance_url" in body:  # what token responses claim as instance_url (hostile-URL tests)
+        em.settings["instance_url"] = body["instance_url"] or None
 
 
 def _load(em: Emulator, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:

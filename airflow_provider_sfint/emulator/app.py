@@ -79,7 +79,7 @@ class Emulator:
         self.faults = Faults()
         self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)))
         self.counters: Counter[str] = Counter()
-        self.settings: dict[str, Any] = {"upsert_update_204": False}
+        self.settings: dict[str, Any] = {"upsert_update_204": False, "instance_url": None}
         self.org_id = make_id("00D", 1)
         self.schema_loaded_at = self.clock.now().replace(microsecond=0)
         self.router = Router()
@@ -106,7 +106,7 @@ class Emulator:
         self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)))
         self.limits = Limits()
         self.limits.update(dict(self.org.limits))
-        self.settings = {"upsert_update_204": False}
+        self.settings = {"upsert_update_204": False, "instance_url": None}
         self.faults.clear()
         self.counters.clear()
         user = self.org.objects["User"]
@@ -248,7 +248,7 @@ class Emulator:
                 form,
                 request.headers.get("authorization"),
                 request.headers.get("host", ""),
-                self.base_url(request),
+                self.settings.get("instance_url") or self.base_url(request),
                 self.org_id,
                 self.clock.time(),
             )

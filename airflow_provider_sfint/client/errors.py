@@ -1,0 +1,198 @@
+"""Typed errors. Each carries what failed (HTTP status, errorCode, message, fields) and which request
+(method and path), never headers, tokens or bodies sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+QUERY_ERROR_CODES = frozenset(
+    {
+        "MALFORMED_QUERY",
+        "INVALID_FIELD",
+        "INVALID_TYPE",
+        "INVALID_QUERY_FILTER_OPERATOR",
+        "INVALID_QUERY_LOCATOR",
+        "QUERY_TIMEOUT",
+        "NUMBER_OUTSIDE_VALID_RANGE",
+    }
+)
+
+
+class SalesforceError(Exception):
+    """Base class: a Salesforce API call failed.
+
+    :param message: what Salesforce (or the client) said
+    :param status: HTTP status, when a response was received
+    :param error_code: Salesforce ``errorCode`` (or OAuth ``error``)
+    :param fields: fields Salesforce named
+    :param method: the request's HTTP method
+    :param path: the request's path (no host, no query string)
+    """
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        fields: list[str] | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.error_code = error_code
+        self.fields = list(fields or [])
+        self.method = method
+        self.path = path
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"{self.method} {self.path}: " if self.method and self.path else ""
+        code = f"{self.error_code}: " if self.error_code else ""
+        status = f" (HTTP {self.status})" if self.status else ""
+        fields = f" [fields: {', '.join(self.fields)}]" if self.fields else ""
+        return f"{where}{code}{self.message}{fields}{status}"
+
+
+class ConfigurationError(SalesforceError, ValueError):
+    """A connection setting is missing or malformed; retrying cannot help. The message names the setting."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        super().__init__(f"connection setting '{setting}': {problem}")
+
+
+class AuthenticationError(SalesforceError):
+    """Credentials were refused (OAuth error), or a session stayed invalid after one refresh."""
+
+
+class InsecureTransportError(AuthenticationError):
+    """An instance or login URL that is not https on a Salesforce host (or an explicitly allowed one)."""
+
+
+class TransportError(SalesforceError):
+    """The request failed below HTTP (connection refused, reset, timeout, truncated body)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, sent: bool, method: str | None = None, path: str | None = None) -> None:
+        self.sent = sent  # False when the request provably never left this machine
+        super().__init__(message, method=method, path=path)
+
+
+class ServerError(SalesforceError):
+    """5xx from Salesforce."""
+
+    retryable = True
+
+
+class RateLimitedError(SalesforceError):
+    """429 / 420, or the concurrent-request REQUEST_LIMIT_EXCEEDED: back off and retry."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class RowLockError(SalesforceError):
+    """UNABLE_TO_LOCK_ROW at request level: another transaction holds the record; retry later."""
+
+    retryable = True
+
+
+class LimitExceededError(SalesforceError):
+    """The org's daily API allowance is spent (TotalRequests). Never retried: waiting hours is not a retry.
+
+    :param used: calls used in the rolling 24 hours, when known
+    :param limit: the daily allowance, when known
+    """
+
+    def __init__(self, message: str, *, used: int | None = None, limit: int | None = None, **kw: Any) -> None:
+        self.used = used
+        self.limit = limit
+        if used is not None and limit is not None:
+            message = f"{message} (API usage {used}/{limit})"
+        super().__init__(message, **kw)
+
+
+class BudgetExhaustedError(LimitExceededError):
+    """Refused by our own budget check: less than the configured share of the daily allowance remains."""
+
+
+class QueryError(SalesforceError):
+    """SOQL rejected: MALFORMED_QUERY, INVALID_FIELD, INVALID_TYPE, ..."""
+
+
+class NotFoundError(SalesforceError):
+    """404: the object, record or resource does not exist (or the record is deleted)."""
+
+
+class MultipleMatchesError(SalesforceError):
+    """300: an external id matched several records.
+
+    :param urls: the matching records' URLs
+    """
+
+    def __init__(self, message: str, *, urls: list[str], **kw: Any) -> None:
+        self.urls = urls
+        super().__init__(message, **kw)
+
+
+class RecordValidationError(SalesforceError):
+    """400 for the record sent: required field missing, bad value, duplicate, read-only field, ..."""
+
+
+def _first_error(body: Any) -> tuple[str | None, str, list[str]]:
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        entry = body[0]
+        return entry.get("errorCode"), str(entry.get("message", "")), list(entry.get("fields") or [])
+    if isinstance(body, dict):
+        if "error" in body:
+            return str(body["error"]), str(body.get("error_description", "")), []
+        if "errorCode" in body:
+            return str(body["errorCode"]), str(body.get("message", "")), list(body.get("fields") or [])
+    return None, str(body)[:500] if body else "", []
+
+
+def error_from_response(
+    status: int,
+    body: Any,
+    *,
+    method: str,
+    path: str,
+    retry_after: float | None = None,
+    usage: tuple[int, int] | None = None,
+) -> SalesforceError:
+    """Map an error response to the typed exception a caller can act on."""
+    code, message, fields = _first_error(body)
+    kw: dict[str, Any] = {"status": status, "error_code": code, "fields": fields, "method": method, "path": path}
+    if status == 300 and isinstance(body, list):
+        urls = [str(u) for u in body]
+        return MultipleMatchesError(f"{len(urls)} records match the external id", urls=urls, **kw)
+    if code == "REQUEST_LIMIT_EXCEEDED" and status == 403:
+        if "TotalRequests" in message:
+            used, limit = usage if usage else (None, None)
+            return LimitExceededError(message, used=used, limit=limit, **kw)
+        return RateLimitedError(message, retry_after=retry_after, **kw)
+    if status in (429, 420):
+        return RateLimitedError(message or "rate limited", retry_after=retry_after, **kw)
+    if code == "UNABLE_TO_LOCK_ROW":
+        return RowLockError(message, **kw)
+    if status >= 500:
+        return ServerError(message or f"HTTP {status}", **kw)
+    if status == 401 or code in ("INVALID_SESSION_ID", "INVALID_AUTH_HEADER"):
+        return AuthenticationError(message or "session invalid", **kw)
+    if status == 404:
+        return NotFoundError(message or "not found", **kw)
+    # INVALID_FIELD / INVALID_TYPE mean a bad query on query resources, a bad record elsewhere.
+    is_query = "/query" in path or "/queryAll" in path or "/jobs/query" in path
+    if code == "MALFORMED_QUERY" or (code in QUERY_ERROR_CODES and is_query):
+        return QueryError(message, **kw)
+    if status == 400:
+        return RecordValidationError(message, **kw)
+    return SalesforceError(message or f"HTTP {status}", **kw)
