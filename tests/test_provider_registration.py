@@ -1,0 +1,73 @@
+"""The provider registers with Airflow: listings, connection form, import-light provider info."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_sfint.get_provider_info import get_provider_info
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def _airflow(*args: str, tmp_path: Path) -> str:
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
+    out = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_provider_info_shape() -> None:
+    info = get_provider_info()
+    assert info["package-name"] == "airflow-provider-sfint"
+    (conn,) = info["connection-types"]
+    assert conn["connection-type"] == "sfint"
+    fields = conn["conn-fields"]
+    for name in (
+        "auth_type",
+        "client_id",
+        "client_secret",
+        "private_key",
+        "private_key_file",
+        "refresh_token",
+        "login_url",
+        "instance_url",
+        "api_version",
+        "connect_timeout",
+        "read_timeout",
+        "verify_tls",
+        "min_remaining_api_percent",
+    ):
+        assert {"label", "schema"} <= set(fields[name]), name
+    for secret in ("client_secret", "private_key", "refresh_token"):
+        assert fields[secret]["schema"]["format"] == "password"
+    assert set(conn["ui-field-behaviour"]) == {"hidden-fields", "relabeling", "placeholders"}
+    assert "hook-class-names" not in info
+
+
+def test_provider_info_is_import_light() -> None:
+    code = (
+        "import sys; import airflow_provider_sfint.get_provider_info as m; m.get_provider_info(); "
+        "heavy = [n for n in ('httpx', 'airflow', 'pyarrow', 'pandas', 'airflow_provider_sfint.client') "
+        "if n in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("providers", "list"), "airflow-provider-sfint"),
+        (("providers", "hooks"), "airflow_provider_sfint.hooks.salesforce.SalesforceHook"),
+        (("providers", "behaviours"), "sfint"),
+        (("providers", "widgets"), "client_secret"),
+    ],
+)
+def test_airflow_cli_listings(command: tuple[str, ...], expected: str, tmp_path: Path) -> None:
+    assert expected in _airflow(*command, tmp_path=tmp_path)
