@@ -178,13 +178,13 @@ def test_item9_password_flow_disabled_by_default(emulator_url: str, admin: Admin
 
 
 def test_item10_sliding_idle_expiry(emulator_url: str, admin: Admin) -> None:
-    admin.settings(token_idle_seconds=0.6)
+    admin.settings(token_idle_seconds=1.5)
     try:
         with SalesforceHttp.login(emulator_url) as sf:
-            for _ in range(3):  # activity keeps the session alive past the idle timeout
-                time.sleep(0.3)
+            for _ in range(4):  # activity keeps the session alive past the idle timeout
+                time.sleep(0.5)
                 assert sf.get("limits").status_code == 200
-            time.sleep(0.8)
+            time.sleep(2.0)
             r = sf.get("limits")
             assert r.status_code == 401
     finally:
