@@ -354,47 +354,43 @@ class SessionManager:
         self._session = session
         return session
 
-    def _stale(self, seen_generation: int | None) -> bool:
+    def _usable(self, seen_generation: int | None) -> Session | None:
+        """The current session unless missing or as old as the one a caller saw fail."""
         session = self._session
-        return session is None or (seen_generation is not None and session.generation <= seen_generation)
+        if session is None or (seen_generation is not None and session.generation <= seen_generation):
+            return None
+        return session
 
-    def _no_refresh(self) -> AuthenticationError:
-        return AuthenticationError(
-            "the pre-issued access token is invalid or expired and cannot be refreshed; "
-            "issue a new token or use another auth_type",
-            error_code="INVALID_SESSION_ID",
-        )
+    def _next_token_request(self) -> TokenRequest:
+        if self.config.auth_type == "access_token":
+            raise AuthenticationError(
+                "the pre-issued access token is invalid or expired and cannot be refreshed; "
+                "issue a new token or use another auth_type",
+                error_code="INVALID_SESSION_ID",
+            )
+        self.token_requests += 1
+        return token_request(self.config)
 
     def get(self, fetch: Any, seen_generation: int | None = None) -> Session:
         """The session to use; ``fetch(TokenRequest) -> (status, body)`` is called at most once per expiry."""
-        if not self._stale(seen_generation):
-            assert self._session is not None
-            return self._session
+        session = self._usable(seen_generation)
+        if session is not None:
+            return session
         with self._lock:
-            if not self._stale(seen_generation):
-                assert self._session is not None
-                return self._session
-            if self.config.auth_type == "access_token":
-                raise self._no_refresh()
-            self.token_requests += 1
-            status, body = fetch(token_request(self.config))
-            return self._install(status, body)
+            session = self._usable(seen_generation)
+            return session if session is not None else self._install(*fetch(self._next_token_request()))
 
     async def aget(self, fetch: Any, seen_generation: int | None = None) -> Session:
         """Async :meth:`get`: ``await fetch(TokenRequest)``; single-flight across tasks of one loop."""
-        if not self._stale(seen_generation):
-            assert self._session is not None
-            return self._session
-        loop = asyncio.get_running_loop()
-        lock = self._async_locks.setdefault(loop, asyncio.Lock())
+        session = self._usable(seen_generation)
+        if session is not None:
+            return session
+        lock = self._async_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
         async with lock:
-            if not self._stale(seen_generation):
-                assert self._session is not None
-                return self._session
-            if self.config.auth_type == "access_token":
-                raise self._no_refresh()
-            self.token_requests += 1
-            status, body = await fetch(token_request(self.config))
+            session = self._usable(seen_generation)
+            if session is not None:
+                return session
+            status, body = await fetch(self._next_token_request())
             with self._lock:
                 return self._install(status, body)
 

@@ -183,6 +183,8 @@ class Transport:
             self.usage = usage
         if response.status_code < 300 or response.status_code == 304:
             return response
+        if not request.authenticated and response.status_code in (400, 401):
+            return response  # an OAuth refusal: parse_token_response reads it and explains the fix
         path = request.path.split("?")[0] if "://" not in request.path else httpx.URL(request.path).path
         raise error_from_response(
             response.status_code,
@@ -266,14 +268,7 @@ class Transport:
         request = self._token_api_request(token)
         for attempt in tenacity.Retrying(**self._retrying_kwargs(request)):
             with attempt:
-                try:
-                    response = self._send_once(request, None)
-                except AuthenticationError as exc:
-                    return exc.status or 400, {"error": exc.error_code, "error_description": exc.message}
-                except SalesforceError as exc:
-                    if exc.status == 400:
-                        return 400, {"error": exc.error_code, "error_description": exc.message}
-                    raise
+                response = self._send_once(request, None)
         return response.status_code, _body(response)
 
     def session(self) -> Session:
@@ -322,14 +317,7 @@ class Transport:
         request = self._token_api_request(token)
         async for attempt in tenacity.AsyncRetrying(**self._retrying_kwargs(request)):
             with attempt:
-                try:
-                    response = await self._asend_once(request, None)
-                except AuthenticationError as exc:
-                    return exc.status or 400, {"error": exc.error_code, "error_description": exc.message}
-                except SalesforceError as exc:
-                    if exc.status == 400:
-                        return 400, {"error": exc.error_code, "error_description": exc.message}
-                    raise
+                response = await self._asend_once(request, None)
         return response.status_code, _body(response)
 
     async def asession(self) -> Session:
