@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import os
 import re
 import shutil
@@ -50,6 +51,7 @@ ADMIN_PASSWORD = "sfint-emulator-password"
 INTEGRATION_USERNAME = "integration@sfint.emulator"
 UNAPPROVED_USERNAME = "unapproved@sfint.emulator"
 DEFAULT_REFRESH_TOKEN = "sfint-emulator-refresh-token"
+log = logging.getLogger(__name__)
 ALL_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"]
 
 
@@ -232,6 +234,18 @@ class Emulator:
             return await self._data(request)
         except ApiError as exc:
             return _json(exc.status, exc.body(), exc.headers)
+        except Exception:  # a bug of ours must still look like Salesforce, not a framework error page
+            log.exception("emulator error on %s %s", request.method, path)
+            return _json(
+                500,
+                [
+                    {
+                        "errorCode": "UNKNOWN_EXCEPTION",
+                        "message": "An unexpected error occurred. "
+                        "Please include this ErrorId if you contact support: emulator-internal-error",
+                    }
+                ],
+            )
 
     def base_url(self, request: Request) -> str:
         host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,65 +57,102 @@ def _works(config: ClientConfig) -> str:
         return client.login()
 
 
-def test_jwt_bearer(emulator_url: str, fresh_org: Admin, jwt_key: str) -> None:
-    assert (
-        _works(
-            _cfg(
-                emulator_url,
-                auth_type="jwt_bearer",
-                username=ADMIN_USERNAME,
-                private_key=jwt_key,
-                jwt_audience="https://login.salesforce.com",
-            )
-        )
-        == emulator_url
+@dataclasses.dataclass
+class Endpoint:
+    url: str
+    admin: Admin
+    verify: bool | str
+
+
+@pytest.fixture(params=["http", "https"])
+def endpoint(
+    request: pytest.FixtureRequest, emulator_url: str, fresh_org: Admin, tls_server: Any, jwt_public: str
+) -> Iterator[Endpoint]:
+    """Each auth flow runs against the plain-HTTP emulator and the TLS one (verifying its certificate)."""
+    if request.param == "http":
+        yield Endpoint(emulator_url, fresh_org, True)
+        return
+    cert = str(tls_server.cert_path)
+    with Admin(tls_server.url, verify=cert) as admin:
+        admin._call("POST", "jwt-certificates", json={"pem": jwt_public})
+        yield Endpoint(tls_server.url, admin, cert)
+        admin.settings(password_flow=False)
+
+
+@pytest.fixture(scope="module")
+def jwt_public(jwt_key: str) -> str:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(jwt_key.encode(), password=None)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
     )
 
 
-def test_client_credentials(config: ClientConfig, emulator_url: str) -> None:
-    assert _works(config) == emulator_url
-
-
-def test_refresh_token(emulator_url: str, fresh_org: Admin) -> None:
-    assert _works(
-        _cfg(emulator_url, auth_type="refresh_token", refresh_token=DEFAULT_REFRESH_TOKEN, client_secret=CLIENT_SECRET)
+def test_jwt_bearer(endpoint: Endpoint, jwt_key: str) -> None:
+    config = _cfg(
+        endpoint.url,
+        auth_type="jwt_bearer",
+        username=ADMIN_USERNAME,
+        private_key=jwt_key,
+        jwt_audience="https://login.salesforce.com",
+        verify=endpoint.verify,
     )
+    assert _works(config) == endpoint.url
 
 
-def test_password(emulator_url: str, fresh_org: Admin) -> None:
-    fresh_org.settings(password_flow=True)
-    assert _works(
-        _cfg(
-            emulator_url,
-            auth_type="password",
-            client_secret=CLIENT_SECRET,
-            username=ADMIN_USERNAME,
-            password="sfint-emulator-password",
-        )
+def test_client_credentials(endpoint: Endpoint) -> None:
+    config = _cfg(endpoint.url, auth_type="client_credentials", client_secret=CLIENT_SECRET, verify=endpoint.verify)
+    assert _works(config) == endpoint.url
+
+
+def test_refresh_token(endpoint: Endpoint) -> None:
+    config = _cfg(
+        endpoint.url,
+        auth_type="refresh_token",
+        refresh_token=DEFAULT_REFRESH_TOKEN,
+        client_secret=CLIENT_SECRET,
+        verify=endpoint.verify,
     )
+    assert _works(config) == endpoint.url
 
 
-def test_pre_issued_access_token(emulator_url: str, fresh_org: Admin) -> None:
-    token = fresh_org.token()
-    config = ClientConfig(auth_type="access_token", access_token=token, instance_url=emulator_url, cache_key="pre")
-    assert _works(config) == emulator_url
-    fresh_org._call("POST", "tokens/expire")
+def test_password(endpoint: Endpoint) -> None:
+    endpoint.admin.settings(password_flow=True)
+    config = _cfg(
+        endpoint.url,
+        auth_type="password",
+        client_secret=CLIENT_SECRET,
+        username=ADMIN_USERNAME,
+        password="sfint-emulator-password",
+        verify=endpoint.verify,
+    )
+    assert _works(config) == endpoint.url
+
+
+def test_pre_issued_access_token(endpoint: Endpoint) -> None:
+    token = endpoint.admin.token()
+    config = ClientConfig(
+        auth_type="access_token", access_token=token, instance_url=endpoint.url, cache_key="pre", verify=endpoint.verify
+    )
+    assert _works(config) == endpoint.url
+    endpoint.admin._call("POST", "tokens/expire")
     with SalesforceClient(config) as client, pytest.raises(AuthenticationError, match="cannot be refreshed"):
         client.limits()
 
 
-def test_client_credentials_over_https(tls_server: Any) -> None:
+def test_https_verification_stays_on(tls_server: Any) -> None:
     config = ClientConfig(
         auth_type="client_credentials",
         login_url=tls_server.url,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
-        verify=str(tls_server.cert_path),
-        cache_key="tls",
+        cache_key="tls-system-store",
+        max_attempts=1,
     )
-    assert _works(config) == tls_server.url
-    unverified = dataclasses.replace(config, verify=True, cache_key="tls-system-store", max_attempts=1)
-    with SalesforceClient(unverified) as client, pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|SSL"):
+    with SalesforceClient(config) as client, pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|SSL"):
         client.login()
 
 

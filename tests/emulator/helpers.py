@@ -15,8 +15,8 @@ VERSION = "60.0"
 class Admin:
     """The emulator's admin API."""
 
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=120)
+    def __init__(self, url: str, verify: bool | str = True) -> None:
+        self.http = httpx.Client(base_url=url, timeout=120, verify=verify)
 
     def __enter__(self) -> Admin:
         return self
