@@ -81,6 +81,8 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
             return _ok({"ok": True})
         return _ok(
             {
+                "bulk_jobs": len(em.bulk.jobs),
+                "bulk_batches": em.limits.bulk_batches_used,
                 "requests": dict(em.counters),
                 "api_usage": em.limits.api_used,
                 "api_max": em.limits.api_max,
@@ -109,6 +111,17 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
             elif "offset_seconds" in body:
                 em.clock.offset = float(body["offset_seconds"])
         return _ok({"now": storage_datetime(em.clock.now()), "offset_seconds": em.clock.offset})
+    if head == "bulk":
+        if method == "PUT":
+            settings = em.bulk.settings
+            unknown = set(body) - set(vars(settings))
+            if unknown:
+                raise ValueError(
+                    f"unknown bulk settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(vars(settings)))}"
+                )
+            for key, value in body.items():
+                setattr(settings, key, value)
+        return _ok(vars(em.bulk.settings))
     if head == "settings":
         if method == "PUT":
             _settings(em, body)

@@ -18,7 +18,9 @@ import re
 import shutil
 import tempfile
 import threading
+import zlib
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,11 @@ from urllib.parse import parse_qs
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import admin, composite, rest
+from . import admin, bulk, composite, rest
 from .auth import Authority, AuthSettings, ConnectedApp, load_public_key
 from .clock import Clock, storage_datetime
 from .dml import Writer
@@ -86,8 +88,10 @@ class Emulator:
         self.schema_loaded_at = self.clock.now().replace(microsecond=0)
         self.router = Router()
         self._counter_lock = threading.Lock()
+        self.bulk = bulk.Bulk(self)
         rest.register(self.router, self)
         composite.register(self.router, self)
+        bulk.register(self.router, self)
         self.app = self._build_app()
         self.user_ids: dict[str, str] = {}
         self.jwt_keys: list[Any] = [load_public_key(pem) for pem in jwt_certificates or []]
@@ -105,6 +109,7 @@ class Emulator:
         keep = seed == "keep" and self.store.count(self.org.objects["User"]) > 0
         if not keep:
             self.store.reset()
+        self.bulk.reset()
         self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)))
         self.limits = Limits()
         self.limits.update(dict(self.org.limits))
@@ -330,7 +335,11 @@ class Emulator:
                     dropped = True
                 else:
                     return self._with_limits(_fault_response(fault))
-            body = await request.body()
+            upload = None
+            if method == "PUT" and UPLOAD_RE.match(sub_path):
+                body, upload = b"", await self._stream_to_disk(request)
+            else:
+                body = await request.body()
             req = Req(
                 method=method,
                 path=sub_path,
@@ -340,6 +349,7 @@ class Emulator:
                 body=body,
                 user_id=token.user_id,
                 base_url=self.base_url(request),
+                upload=upload,
             )
             self.limits.count_call(1)  # counted before the work, so /limits reports this call too
             resp = await anyio.to_thread.run_sync(self.router.dispatch, req)
@@ -350,6 +360,16 @@ class Emulator:
             self.limits.leave(ticket)
         return self._respond(request, resp, dropped)
 
+    async def _stream_to_disk(self, request: Request) -> Path:
+        """Bulk uploads go straight to a file, so a 100 MB CSV never sits in memory."""
+        folder = self.bulk.root / "incoming"
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=folder, suffix=".csv")
+        with os.fdopen(handle, "wb") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+        return Path(name)
+
     def _with_limits(self, response: Response) -> Response:
         response.headers["Sforce-Limit-Info"] = self.limits.limit_info()
         return response
@@ -359,6 +379,20 @@ class Emulator:
         data = body.encode("utf-8") if isinstance(body, str) else (body or b"")
         headers = dict(resp.headers)
         headers["Sforce-Limit-Info"] = self.limits.limit_info()
+        if resp.file_parts is not None:
+            gzip_it = "gzip" in request.headers.get("accept-encoding", "").lower()
+            length = sum(len(p) if isinstance(p, bytes) else p[2] - p[1] for p in resp.file_parts)
+            if gzip_it:
+                headers["Content-Encoding"] = "gzip"
+                headers["Vary"] = "Accept-Encoding"
+            else:
+                headers["Content-Length"] = str(length)
+            return StreamingResponse(
+                _stream_parts(resp.file_parts, gzip_it, length if dropped else None),
+                status_code=resp.status,
+                headers=headers,
+                media_type=resp.content_type,
+            )
         if dropped and data:
             return DroppedResponse(resp.status, data, resp.content_type, headers)  # type: ignore[return-value]
         if data and len(data) > 512 and "gzip" in request.headers.get("accept-encoding", "").lower():
@@ -383,6 +417,49 @@ class DroppedResponse:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
         raise ConnectionAbortedError("sfint emulator fault: connection dropped mid-body")
+
+
+UPLOAD_RE = re.compile(r"^jobs/ingest/[A-Za-z0-9]+/batches/?$")
+CHUNK = 1 << 20
+
+
+async def _stream_parts(
+    parts: list[bytes | tuple[str, int, int]], gzip_it: bool, drop_after: int | None
+) -> AsyncIterator[bytes]:
+    """Literal bytes and file byte ranges, read 1 MiB at a time; optionally gzip-compressed on the fly.
+
+    ``drop_after`` (the drop fault) cuts the connection after half the body.
+    """
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip_it else None
+    sent = 0
+    limit = drop_after // 2 if drop_after is not None else None
+
+    def pieces() -> Iterator[bytes]:
+        for part in parts:
+            if isinstance(part, bytes):
+                yield part
+                continue
+            path, start, end = part
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                remaining = end - start
+                while remaining > 0:
+                    chunk = handle.read(min(CHUNK, remaining))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    yield chunk
+
+    for chunk in pieces():
+        if limit is not None and sent + len(chunk) >= limit:
+            head = chunk[: max(limit - sent, 0)]
+            # A valid prefix of the (possibly compressed) body, then the connection is cut.
+            yield compressor.compress(head) + compressor.flush(zlib.Z_SYNC_FLUSH) if compressor else head
+            raise ConnectionAbortedError("sfint emulator fault: connection dropped mid-body")
+        sent += len(chunk)
+        yield compressor.compress(chunk) if compressor else chunk
+    if compressor:
+        yield compressor.flush()
 
 
 def _bearer(request: Request) -> str | None:

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,6 +31,7 @@ class Req:
     base_url: str = ""
     params: dict[str, str] = field(default_factory=dict)
     in_composite: bool = False
+    upload: Path | None = None  # a request body already streamed to disk (Bulk uploads)
 
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -61,6 +63,8 @@ class Resp:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = JSON
     api_calls: int = 1  # how many calls this request counts against DailyApiRequests
+    # A body assembled from literal bytes and (file path, start, end) byte ranges, streamed from disk.
+    file_parts: list[bytes | tuple[str, int, int]] | None = None
 
     @classmethod
     def json(cls, status: int, value: Any, **kw: Any) -> Resp:
@@ -84,7 +88,14 @@ class Router:
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
 
     def add(self, pattern: str, **methods: Handler) -> None:
-        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "/?$")
+        self._add(pattern, 0, methods)
+
+    def add_ci(self, pattern: str, **methods: Handler) -> None:
+        """A route whose literal path segments match case-insensitively."""
+        self._add(pattern, re.IGNORECASE, methods)
+
+    def _add(self, pattern: str, flags: int, methods: dict[str, Handler]) -> None:
+        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "/?$", flags)
         self._routes.append((regex, {m.upper(): h for m, h in methods.items()}))
 
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:

@@ -175,6 +175,7 @@ class CompiledQuery:
     alias: str = "t0"
     select_exprs: str = ""
     from_sql: str = ""
+    column_index: list[int] = field(default_factory=list)  # SQL row position of each entry of ``columns``
     fk_index: int = -1  # child subqueries: position of the foreign key to the parent
 
     def sql(
@@ -476,6 +477,7 @@ class Compiler:
                     idx = scope.add_select(f'{scope.root_alias}."{f.name}"')
                     cq.root.entries.append(FieldOut(f.name, f, idx))
                     cq.columns.append((f.name, f))
+                    cq.column_index.append(idx)
                 continue
             path = item.children[0]
             expr, f, canonical, joins = self._field_path(scope, path, for_select=True)
@@ -493,6 +495,7 @@ class Compiler:
             idx = scope.add_select(expr)
             node.entries.append(FieldOut(f.name, f, idx))
             cq.columns.append((dotted, f))
+            cq.column_index.append(idx)
 
     def _fields_fn(
         self, scope: _Scope, kind: str, cq: CompiledQuery, clauses: dict[str, Tree], func: Tree

@@ -1,0 +1,350 @@
+"""Bulk API 2.0 ingest and query (spec sections 4 and 5; checklist items 46-65)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .helpers import Admin, SalesforceHttp
+
+CSV = {"Content-Type": "text/csv"}
+
+
+def _wait(sf: SalesforceHttp, kind: str, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = sf.get(f"jobs/{kind}/{job_id}").json()
+        if info["state"] in ("JobComplete", "Failed", "Aborted") or time.monotonic() > deadline:
+            return dict(info)
+        time.sleep(0.05)
+
+
+def _ingest(sf: SalesforceHttp, body: str | bytes, **job: Any) -> tuple[str, dict[str, Any]]:
+    created = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert", **job})
+    assert created.status_code == 200, created.text
+    job_id = created.json()["id"]
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    assert sf.http.put(sf.path(f"jobs/ingest/{job_id}/batches"), content=data, headers=CSV).status_code == 201
+    assert sf.patch(f"jobs/ingest/{job_id}", json={"state": "UploadComplete"}).status_code == 200
+    return job_id, _wait(sf, "ingest", job_id)
+
+
+def _rows(text: str, delimiter: str = ",") -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+
+
+def _query_job(sf: SalesforceHttp, soql: str, **kw: Any) -> tuple[str, dict[str, Any]]:
+    created = sf.post("jobs/query", json={"operation": "query", "query": soql, **kw})
+    assert created.status_code == 200, created.text
+    return created.json()["id"], _wait(sf, "query", created.json()["id"])
+
+
+def test_item46_create_ingest_job(sf: SalesforceHttp, recorded: Path) -> None:
+    r = sf.post(
+        "jobs/ingest", json={"object": "Opportunity", "operation": "upsert", "externalIdFieldName": "External_Id__c"}
+    )
+    assert r.status_code == 200
+    body = r.json()
+    expected = json.loads((recorded / "bulk/write/launch-job-opportunity.json").read_text())
+    assert list(body) == list(expected)
+    assert body["state"] == "Open" and body["apiVersion"] == 60.0 and isinstance(body["apiVersion"], float)
+    assert body["contentUrl"] == f"services/data/v60.0/jobs/ingest/{body['id']}/batches"
+    assert (body["concurrencyMode"], body["contentType"], body["lineEnding"], body["columnDelimiter"]) == (
+        "Parallel",
+        "CSV",
+        "LF",
+        "COMMA",
+    )
+    assert body["id"].startswith("750") and len(body["id"]) == 18
+
+
+def test_item47_job_validation(sf: SalesforceHttp) -> None:
+    for job in (
+        {"object": "Account", "operation": "upsert"},
+        {"object": "Account", "operation": "insert", "columnDelimiter": "COLON"},
+        {"object": "Account", "operation": "insert", "lineEnding": "CR"},
+        {"object": "Account", "operation": "merge"},
+        {"object": "Nope__c", "operation": "insert"},
+        {"object": "Account", "operation": "upsert", "externalIdFieldName": "Name"},
+    ):
+        r = sf.post("jobs/ingest", json=job)
+        assert r.status_code == 400, job
+        assert "InvalidJob" in r.json()[0]["message"]
+
+
+def test_item48_one_upload_per_open_job(sf: SalesforceHttp) -> None:
+    job_id = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
+    first = sf.http.put(sf.path(f"jobs/ingest/{job_id}/batches"), content=b"Name\nA\n", headers=CSV)
+    assert first.status_code == 201 and first.content == b""
+    second = sf.http.put(sf.path(f"jobs/ingest/{job_id}/batches"), content=b"Name\nB\n", headers=CSV)
+    assert second.status_code == 400 and "Found multiple contents for job" in second.json()[0]["message"]
+    sf.patch(f"jobs/ingest/{job_id}", json={"state": "Aborted"})
+    other = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
+    sf.patch(f"jobs/ingest/{other}", json={"state": "Aborted"})
+    late = sf.http.put(sf.path(f"jobs/ingest/{other}/batches"), content=b"Name\nC\n", headers=CSV)
+    assert late.status_code == 400
+
+
+def test_items49_50_51_lifecycle_counters_and_results(sf: SalesforceHttp, recorded: Path) -> None:
+    body = "Name,StageName,External_Id__c,CloseDate\nOk,Prospecting,E-1,2024-01-01\nBad,Prospecting,E-2,2003-04-99\n"
+    job_id, info = _ingest(sf, body, object="Opportunity", operation="upsert", externalIdFieldName="External_Id__c")
+    assert info["state"] == "JobComplete"
+    expected = json.loads((recorded / "bulk/info/partial-failure.json").read_text())
+    assert list(info) == list(expected)
+    assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (2, 1)
+    for key in ("retries", "totalProcessingTime", "apiActiveProcessingTime", "apexProcessingTime"):
+        assert isinstance(info[key], int)
+    ok = sf.get(f"jobs/ingest/{job_id}/successfulResults/")
+    assert ok.headers["content-type"].startswith("text/csv")
+    assert ok.text.splitlines()[0] == '"sf__Id","sf__Created",Name,StageName,External_Id__c,CloseDate'
+    (row,) = _rows(ok.text)[1:]
+    assert row[0].startswith("006") and row[1] == "true" and row[2:] == ["Ok", "Prospecting", "E-1", "2024-01-01"]
+    failed = sf.get(f"jobs/ingest/{job_id}/failedResults/").text
+    recorded_failed = (recorded / "bulk/info/partial-failure.csv").read_text()
+    assert failed.splitlines()[0] == recorded_failed.splitlines()[0].replace("external_id__c", "External_Id__c")
+    (bad,) = _rows(failed)[1:]
+    assert bad[0] == "" and bad[1] == (
+        "INVALID_FIELD:Failed to deserialize field at col 3. Due to, '2003-04-99' is "
+        "not a valid value for the type xsd:date:CloseDate --"
+    )
+    unprocessed = sf.get(f"jobs/ingest/{job_id}/unprocessedrecords/").text
+    assert unprocessed.splitlines() == ["Name,StageName,External_Id__c,CloseDate"]  # header only: nothing left
+
+
+def test_item51_unprocessed_records_path_is_case_insensitive(sf: SalesforceHttp) -> None:
+    job_id = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
+    sf.http.put(sf.path(f"jobs/ingest/{job_id}/batches"), content=b"Name\nA\nB\n", headers=CSV)
+    sf.patch(f"jobs/ingest/{job_id}", json={"state": "Aborted"})
+    for path in ("unprocessedrecords", "unprocessedRecords", "UNPROCESSEDRECORDS"):
+        assert sf.get(f"jobs/ingest/{job_id}/{path}/").status_code == 200
+
+
+def test_item52_unknown_header_field_fails_the_job(sf: SalesforceHttp, recorded: Path) -> None:
+    _, info = _ingest(
+        sf,
+        "Name,Bogus__c,External_Id__c\nA,1,X\n",
+        object="Opportunity",
+        operation="upsert",
+        externalIdFieldName="External_Id__c",
+    )
+    assert info["state"] == "Failed" and info["numberRecordsProcessed"] == 0
+    assert info["errorMessage"] == "InvalidBatch : Field name not found : Bogus__c"
+    expected = json.loads((recorded / "bulk/info/complete-failure.json").read_text())
+    assert set(info) == set(expected)
+
+
+def test_item53_csv_semantics(sf: SalesforceHttp, admin: Admin) -> None:
+    parent = sf.post("sobjects/Account", json={"Name": "Parent", "External_Id__c": "P-1"}).json()["id"]
+    body = (
+        "Name,External_Id__c,Description,Phone,Parent.External_Id__c\r\n"
+        '"Multi","M-1","line one\r\nline two ""quoted"", and, commas","555","P-1"\r\n'
+    )
+    _, info = _ingest(sf, body, lineEnding="CRLF")
+    assert info["state"] == "JobComplete" and info["numberRecordsFailed"] == 0
+    row = next(r for r in admin.records("Account") if r["External_Id__c"] == "M-1")
+    assert row["Description"] == 'line one\r\nline two "quoted", and, commas'
+    assert row["ParentId"] == parent and row["Phone"] == "555"
+    record_id = row["Id"]
+    _, info = _ingest(sf, f"Id,Phone,Description\n{record_id},#N/A,\n", operation="update")
+    assert info["numberRecordsFailed"] == 0
+    row = next(r for r in admin.records("Account") if r["Id"] == record_id)
+    assert row["Phone"] is None  # #N/A sets null
+    assert row["Description"] == 'line one\r\nline two "quoted", and, commas'  # empty leaves it unchanged
+    for name, char in (("TAB", "\t"), ("PIPE", "|"), ("SEMICOLON", ";"), ("CARET", "^"), ("BACKQUOTE", "`")):
+        _, info = _ingest(sf, f"Name{char}Site\nD-{name}{char}x\n".encode("utf-8-sig"), columnDelimiter=name)
+        assert info["state"] == "JobComplete" and info["numberRecordsFailed"] == 0, name
+    names = {r["Name"] for r in admin.records("Account")}
+    assert {"D-TAB", "D-PIPE", "D-SEMICOLON", "D-CARET", "D-BACKQUOTE"} <= names
+
+
+def test_item53b_bulk_strings_are_trimmed(sf: SalesforceHttp, admin: Admin) -> None:
+    _, info = _ingest(sf, 'Name,Site\n"  Padded  ","   "\n')
+    assert info["numberRecordsFailed"] == 0
+    row = next(r for r in admin.records("Account") if r["Name"] == "Padded")
+    assert row["Site"] is None
+
+
+def test_item54_invalid_date_row_error(sf: SalesforceHttp) -> None:
+    job_id, _ = _ingest(sf, "LastName,Birthdate\nX,2003-04-99\n", object="Contact")
+    (row,) = _rows(sf.get(f"jobs/ingest/{job_id}/failedResults/").text)[1:]
+    assert row[1] == (
+        "INVALID_FIELD:Failed to deserialize field at col 1. Due to, '2003-04-99' is not a valid value "
+        "for the type xsd:date:Birthdate --"
+    )
+
+
+def test_item55_upload_over_the_cap_is_refused(sf: SalesforceHttp, admin: Admin) -> None:
+    admin.set("bulk", max_upload_bytes=1000)
+    job_id = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
+    r = sf.http.put(sf.path(f"jobs/ingest/{job_id}/batches"), content=b"Name\n" + b"x\n" * 400, headers=CSV)
+    assert r.status_code == 413 and "base64" in r.json()[0]["message"]
+
+
+def test_item56_abort_and_illegal_transitions(sf: SalesforceHttp) -> None:
+    job_id = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
+    assert sf.patch(f"jobs/ingest/{job_id}", json={"state": "Aborted"}).json()["state"] == "Aborted"
+    assert sf.patch(f"jobs/ingest/{job_id}", json={"state": "UploadComplete"}).status_code == 400
+    assert sf.patch(f"jobs/ingest/{job_id}", json={"state": "Aborted"}).status_code == 400
+    done_id, _ = _ingest(sf, "Name\nA\n")
+    assert sf.patch(f"jobs/ingest/{done_id}", json={"state": "Aborted"}).status_code == 400
+    assert sf.patch(f"jobs/ingest/{done_id}", json={"state": "Open"}).status_code == 400
+
+
+def test_item57_delete_job(sf: SalesforceHttp) -> None:
+    job_id, _ = _ingest(sf, "Name\nA\n")
+    r = sf.delete(f"jobs/ingest/{job_id}")
+    assert r.status_code == 204 and r.content == b""
+    assert sf.get(f"jobs/ingest/{job_id}").status_code == 404
+    open_id = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
+    assert sf.delete(f"jobs/ingest/{open_id}").status_code == 400
+
+
+def test_item58_list_jobs_pages_and_filters(sf: SalesforceHttp) -> None:
+    for _ in range(3):
+        sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"})
+    query_id, _ = _query_job(sf, "SELECT Id FROM Account")
+    ingest = sf.get("jobs/ingest").json()
+    assert ingest["done"] is True and len(ingest["records"]) == 3
+    assert all(j["jobType"] == "V2Ingest" for j in ingest["records"])
+    queries = sf.get("jobs/query", params={"jobType": "V2Query"}).json()
+    assert [j["id"] for j in queries["records"]] == [query_id]
+
+
+def test_item59_batches_and_daily_record_limit(sf: SalesforceHttp, admin: Admin) -> None:
+    before = sf.get("limits").json()["DailyBulkApiBatches"]["Remaining"]
+    rows = "".join(f"N{i}\n" for i in range(25_000))
+    _, info = _ingest(sf, "Name\n" + rows)
+    assert info["numberRecordsProcessed"] == 25_000
+    assert before - sf.get("limits").json()["DailyBulkApiBatches"]["Remaining"] == 3
+    admin.limits(ingest_records_max=10)
+    _, info = _ingest(sf, "Name\n" + "".join(f"M{i}\n" for i in range(20)))
+    assert info["state"] == "Failed" and "24 hours" in info["errorMessage"]
+
+
+def test_item60_query_job_create_and_unsupported_soql(sf: SalesforceHttp, recorded: Path) -> None:
+    r = sf.post("jobs/query", json={"operation": "query", "query": "SELECT Id, Name FROM Account"})
+    body = r.json()
+    expected = json.loads((recorded / "bulk/read-launch-job-account.json").read_text())
+    assert r.status_code == 200 and list(body) == list(expected)
+    assert body["object"] == "Account" and body["state"] == "UploadComplete"
+    for soql, what in (
+        ("SELECT Industry, COUNT(Id) FROM Account GROUP BY Industry", "GROUP BY"),
+        ("SELECT COUNT() FROM Account", "aggregate"),
+        ("SELECT Id FROM Account LIMIT 5 OFFSET 5", "OFFSET"),
+        ("SELECT FIELDS(ALL) FROM Account LIMIT 10", "FIELDS()"),
+        ("SELECT Id, (SELECT Id FROM Contacts) FROM Account", "subquery"),
+    ):
+        bad = sf.post("jobs/query", json={"operation": "query", "query": soql})
+        assert bad.status_code == 400 and what in bad.json()[0]["message"], soql
+    syntax = sf.post("jobs/query", json={"operation": "query", "query": "SELECT Id FRM Account"})
+    assert syntax.status_code == 400 and syntax.json()[0]["errorCode"] == "MALFORMED_QUERY"
+
+
+def test_items61_62_results_pages_locators_and_columns(sf: SalesforceHttp, admin: Admin) -> None:
+    created = sf.post(
+        "jobs/query", json={"operation": "query", "query": "SELECT Id, Account.Name, LastName FROM Contact"}
+    ).json()
+    early = sf.get(f"jobs/query/{created['id']}/results")
+    if early.status_code != 200:  # the job may already have finished on a fast machine
+        assert early.status_code == 412 and early.json()[0]["errorCode"] == "JOB_NOT_COMPLETE"
+    info = _wait(sf, "query", created["id"])
+    live = [r for r in admin.records("Contact") if not r["IsDeleted"]]
+    assert info["numberRecordsProcessed"] == len(live)
+    rows: list[list[str]] = []
+    locator = None
+    pages = 0
+    while True:
+        params = {"maxRecords": 100, **({"locator": locator} if locator else {})}
+        page = sf.get(f"jobs/query/{created['id']}/results", params=params)
+        parsed = _rows(page.text)
+        assert parsed[0] == ["Id", "Account.Name", "LastName"]
+        assert int(page.headers["Sforce-NumberOfRecords"]) == len(parsed) - 1 <= 100
+        rows.extend(parsed[1:])
+        pages += 1
+        locator = page.headers["Sforce-Locator"]
+        if locator == "null":
+            break
+    assert pages == -(-len(live) // 100)
+    assert sorted(r[0] for r in rows) == sorted(r["Id"] for r in live)
+    again = sf.get(f"jobs/query/{created['id']}/results", params={"maxRecords": 100, "locator": "MTAw"})
+    assert _rows(again.text)[1:] == rows[100:200]  # locators are stable and re-fetchable
+
+
+def test_item63_results_need_the_jobs_api_version(sf: SalesforceHttp) -> None:
+    job_id, _ = _query_job(sf, "SELECT Id FROM Account")
+    with SalesforceHttp(sf.url, sf.token, version="61.0") as other:
+        assert other.get(f"jobs/query/{job_id}/results").status_code == 409
+
+
+def test_item64_result_pages(sf: SalesforceHttp) -> None:
+    job_id, info = _query_job(sf, "SELECT Id FROM Contact")
+    body = sf.get(f"jobs/query/{job_id}/resultPages", params={"maxRecords": 50}).json()
+    assert len(body["resultPages"]) == 5 and body["done"] is False and body["nextRecordsUrl"]
+    ids: list[str] = []
+    while True:
+        for page in body["resultPages"]:
+            ids.extend(r[0] for r in _rows(sf.get(page["resultUrl"]).text)[1:])
+        if body["done"]:
+            break
+        body = sf.get(body["nextRecordsUrl"]).json()
+    assert len(ids) == len(set(ids)) == info["numberRecordsProcessed"]
+    with SalesforceHttp(sf.url, sf.token, version="57.0") as old:
+        old_job = old.post("jobs/query", json={"operation": "query", "query": "SELECT Id FROM Account"}).json()["id"]
+        _wait(old, "query", old_job)
+        assert old.get(f"jobs/query/{old_job}/resultPages").status_code == 404
+
+
+def test_item65_query_all_gzip_and_job_accounting(sf: SalesforceHttp, admin: Admin) -> None:
+    before = sf.get("limits").json()["DailyBulkV2QueryJobs"]["Remaining"]
+    job_id, info = _query_job(sf, "SELECT Id, IsDeleted FROM Account", operation="queryAll")
+    assert before - sf.get("limits").json()["DailyBulkV2QueryJobs"]["Remaining"] == 1
+    assert info["numberRecordsProcessed"] == len(admin.records("Account"))
+    raw = httpx.get(
+        f"{sf.url}/services/data/v60.0/jobs/query/{job_id}/results",
+        headers={"Authorization": f"Bearer {sf.token}", "Accept-Encoding": "gzip"},
+    )
+    assert raw.headers["content-encoding"] == "gzip"
+    assert any(r[1] == "true" for r in _rows(raw.text)[1:])
+    with httpx.stream(
+        "GET",
+        f"{sf.url}/services/data/v60.0/jobs/query/{job_id}/results",
+        headers={"Authorization": f"Bearer {sf.token}", "Accept-Encoding": "gzip"},
+    ) as stream:
+        compressed = b"".join(stream.iter_raw())
+    assert gzip.decompress(compressed).decode() == raw.text
+
+
+def test_query_timeout_fault_and_truncated_body(sf: SalesforceHttp, admin: Admin) -> None:
+    admin.set("bulk", query_timeout_rows=10)
+    _, info = _query_job(sf, "SELECT Id FROM Account")
+    assert info["state"] == "Failed" and info["errorMessage"].startswith("QUERY_TIMEOUT")
+    admin.set("bulk", query_timeout_rows=None)
+    job_id, _ = _query_job(sf, "SELECT Id, Name FROM Account")
+    for encoding in ("identity", "gzip"):
+        admin.faults({"kind": "drop", "path": "/results", "count": 1})
+        with pytest.raises(httpx.RemoteProtocolError):
+            sf.get(f"jobs/query/{job_id}/results", headers={"Accept-Encoding": encoding})
+    assert sf.get(f"jobs/query/{job_id}/results").status_code == 200
+
+
+def test_ingest_row_lock_faults(sf: SalesforceHttp, admin: Admin) -> None:
+    admin.faults({"kind": "lock_row", "path": "/jobs/ingest", "rate": 0.5}, seed=3)
+    job_id, info = _ingest(sf, "Name\n" + "".join(f"L{i}\n" for i in range(40)))
+    failed = _rows(sf.get(f"jobs/ingest/{job_id}/failedResults/").text)[1:]
+    assert 0 < len(failed) == info["numberRecordsFailed"] < 40
+    assert all(r[1].startswith("UNABLE_TO_LOCK_ROW:") for r in failed)
+
+
+def test_results_are_not_in_input_order_but_complete(sf: SalesforceHttp) -> None:
+    names = [f"Order-{i:03d}" for i in range(200)]
+    job_id, _ = _ingest(sf, "Name\n" + "\n".join(names) + "\n")
+    got = [r[2] for r in _rows(sf.get(f"jobs/ingest/{job_id}/successfulResults/").text)[1:]]
+    assert sorted(got) == names and got != names
