@@ -64,7 +64,13 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
             if obj is None or obj.is_event:
                 return _bad(f"unknown object {name!r}")
             done[obj.name] = generate(
-                em, obj, int(n), seed=int(body.get("seed", 42)), deleted_share=float(body.get("deleted_share", 0.02))
+                em,
+                obj,
+                int(n),
+                seed=int(body.get("seed", 42)),
+                deleted_share=float(body.get("deleted_share", 0.02)),
+                hostile=bool(body.get("hostile", False)),
+                burst_share=float(body.get("burst_share", 0.0)),
             )
         return _ok({"inserted": done})
     if head == "load" and method == "POST" and len(parts) == 2:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .dml import sf_trim
 from .ids import make_id, make_ids
 from .schema import STAGES, FieldDef, ObjectDef, Org, load_org
 from .store import Store
@@ -234,6 +235,57 @@ def _generic(f: FieldDef, rng: random.Random, n: int, start: int) -> list[Any]:
     return rng.choices(_text_pool(min(f.length or 80, 40)), k=n)
 
 
+#: Values that break naive CSV, JSON and NA handling. Each must survive a round trip exactly, except for
+#: Salesforce's own rule (spec 4.9a): leading/trailing chars <= U+0020 are trimmed and blank becomes null.
+HOSTILE_VALUES = [
+    "line\nfeed",
+    "carriage\r\nreturn",
+    "lone\rcr",
+    "line\u2028separator",
+    "next\x85line",
+    "form\x0cfeed",
+    "vertical\x0btab",
+    'say "hi"',
+    'doubled ""quotes""',
+    '"',
+    "comma, inside",
+    "semi;colon",
+    "pipe|bar",
+    "tab\tin",
+    "caret^hat",
+    "back`tick",
+    "emoji \U0001f600\U0001f469\u200d\U0001f4bb",
+    "漢字とかな",
+    "مرحبا بالعالم",
+    "e\u0301 combining",
+    "NA",
+    "N/A",
+    "null",
+    "NULL",
+    "NaN",
+    "#N/A",
+    "None",
+    "  leading and trailing  ",
+    "   ",
+    "=SUM(A1:A2)",
+    "+1 555",
+    "-minus",
+    "@mention",
+    "\\backslash\\",
+    "'single'",
+    'a,"b"\nc',
+]
+
+
+def hostile_text(rng: random.Random, length: int) -> str:
+    """One hostile value that fits ``length``: usually from HOSTILE_VALUES, sometimes long mixed text."""
+    if length >= 1000 and rng.random() < 0.05:
+        size = rng.choice([1000, min(length, 32_000), length])
+        unit = 'x,"\n\u00e9\U0001f600 '
+        return (unit * (size // len(unit) + 1))[:size]
+    return rng.choice(HOSTILE_VALUES)[:length]
+
+
 _TEXT_POOLS: dict[int, list[str]] = {}
 
 
@@ -348,6 +400,8 @@ class GenerationPlan:
     owner: str
     now: float
     parent_totals: dict[str, int]
+    hostile: bool = False  # text fields get HOSTILE_VALUES (and long text) instead of plain words
+    burst_share: float = 0.0  # share of rows whose SystemModstamp is one of a few shared instants
 
 
 class _Generator:
@@ -402,6 +456,10 @@ class _Generator:
         plan, obj = self.plan, self.obj
         rng = random.Random(f"{plan.seed}:{obj.name}:{start}")
         created, modified = _timestamps(rng, n, plan.now)
+        if plan.burst_share:
+            # Bursts: many records sharing one SystemModstamp (bulk updates), e.g. on a window boundary.
+            instants = [modified[int(rng.random() * n)] for _ in range(3)]
+            modified = [instants[int(rng.random() * 3)] if rng.random() < plan.burst_share else m for m in modified]
         rand = rng.random
         owner = plan.owner
         data: list[Any] = [
@@ -415,6 +473,13 @@ class _Generator:
         by_name: dict[str, list[Any]] = {}
         for f in self.fields:
             gen = self.special.get(f.name)
+            hostile = plan.hostile and f.type in ("string", "textarea") and not (f.unique or f.external_id)
+            if hostile and f.name not in ("LastName", "Company", "Name"):
+                # Stored as Salesforce stores strings (spec 4.9a): trimmed, blank as null.
+                values = [sf_trim(hostile_text(rng, f.length)) if rng.random() < 0.7 else None for _ in range(n)]
+                by_name[f.name] = values
+                data.append(values)
+                continue
             values = gen(rng, n, start) if gen else _generic(f, rng, n, start)
             by_name[f.name] = values
             data.append(values)
@@ -446,7 +511,14 @@ def _write_part(plan: GenerationPlan, path: str, chunks: list[tuple[int, int]]) 
 
 
 def generate(
-    em: Emulator, obj: ObjectDef, count: int, seed: int = 42, deleted_share: float = 0.02, processes: int | None = None
+    em: Emulator,
+    obj: ObjectDef,
+    count: int,
+    seed: int = 42,
+    deleted_share: float = 0.02,
+    processes: int | None = None,
+    hostile: bool = False,
+    burst_share: float = 0.0,
 ) -> int:
     """Insert ``count`` generated records of ``obj``; returns how many were inserted.
 
@@ -458,7 +530,7 @@ def generate(
     totals = {name: em.store._next[name] - 1 for name in ("Account", "Contact")}
     # Anchored to midnight of the emulator's day, so a seed gives the same records all day long.
     now = float(int(em.clock.time()) // 86400 * 86400)
-    plan = GenerationPlan(em.org, obj.name, seed, deleted_share, em.admin_user_id, now, totals)
+    plan = GenerationPlan(em.org, obj.name, seed, deleted_share, em.admin_user_id, now, totals, hostile, burst_share)
     chunks = _chunks(em.store.allocate_rids(obj, count), count)
     workers = processes or (os.cpu_count() or 1)
     if workers > 1 and count >= PARALLEL_THRESHOLD:
@@ -523,6 +595,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--org", help="org YAML (default: the bundled demo org)")
     parser.add_argument("--counts", nargs="+", default=["Account=1000"], help="Object=N pairs")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--hostile", action="store_true", help="fill text fields with CSV/NA-hostile values")
+    parser.add_argument(
+        "--burst-share",
+        type=float,
+        default=0.0,
+        help="share of rows whose SystemModstamp is one of a few shared instants",
+    )
     args = parser.parse_args(argv)
     em = Emulator(load_org(args.org), db_path=args.db, seed="empty")
     for pair in args.counts:
@@ -530,7 +609,8 @@ def main(argv: list[str] | None = None) -> None:
         obj = em.org.get(name)
         if obj is None:
             parser.error(f"unknown object {name!r}")
-        print(f"{obj.name}: {generate(em, obj, int(n), seed=args.seed)} records")
+        inserted = generate(em, obj, int(n), seed=args.seed, hostile=args.hostile, burst_share=args.burst_share)
+        print(f"{obj.name}: {inserted} records")
 
 
 if __name__ == "__main__":

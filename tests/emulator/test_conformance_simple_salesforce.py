@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -122,3 +125,44 @@ def test_limits_and_expired_session(ssf: Salesforce, tls_server: EmulatorServer)
     stale = Salesforce(instance_url=tls_server.url, session_id="00DHx!expired", version="60.0", session=ssf.session)
     with pytest.raises(SalesforceExpiredSession):
         stale.query("SELECT Id FROM Account")
+
+
+def _admin(tls_server: EmulatorServer) -> httpx.Client:
+    return httpx.Client(base_url=tls_server.url, verify=str(tls_server.cert_path), timeout=60)
+
+
+def test_bulk2_query_and_download(ssf: Salesforce, tls_server: EmulatorServer, tmp_path: Path) -> None:
+    with _admin(tls_server) as admin:
+        stored = [r for r in admin.get("/__emulator__/records/Contact").json() if not r["IsDeleted"]]
+    soql = "SELECT Id, LastName, Email FROM Contact"
+    chunks = list(ssf.bulk2.Contact.query(soql, max_records=100, wait=1))
+    rows = [r for chunk in chunks for r in csv.DictReader(io.StringIO(chunk, newline=""))]
+    assert len(chunks) > 1 and len(rows) == len(stored)
+    by_id = {r["Id"]: r for r in stored}
+    for row in rows:
+        assert row["LastName"] == by_id[row["Id"]]["LastName"]
+        assert row["Email"] == (by_id[row["Id"]]["Email"] or "")
+    results = ssf.bulk2.Contact.download(soql, path=str(tmp_path), max_records=150, wait=1)
+    assert sum(r["number_of_records"] for r in results) == len(stored)
+
+
+def test_bulk2_insert_upsert_and_results(ssf: Salesforce, tls_server: EmulatorServer, tmp_path: Path) -> None:
+    records = [{"Name": f"ssf bulk {i}", "External_Id__c": f"SSFB-{i}", "Description": 'a,"b"\nc'} for i in range(50)]
+    (inserted,) = ssf.bulk2.Account.insert(records=records, wait=1)
+    assert inserted["numberRecordsProcessed"] == 50 and inserted["numberRecordsFailed"] == 0
+    success = ssf.bulk2.Account.get_successful_records(inserted["job_id"])
+    assert len(list(csv.DictReader(io.StringIO(success, newline="")))) == 50
+    updates = [{"External_Id__c": f"SSFB-{i}", "Name": f"ssf bulk {i} v2"} for i in range(50)]
+    updates.append({"External_Id__c": "SSFB-bad", "Name": ""})  # Name required: fails
+    (upserted,) = ssf.bulk2.Account.upsert(records=updates, external_id_field="External_Id__c", wait=1)
+    assert upserted["numberRecordsProcessed"] == 51 and upserted["numberRecordsFailed"] == 1
+    failed = list(csv.DictReader(io.StringIO(ssf.bulk2.Account.get_failed_records(upserted["job_id"]), newline="")))
+    assert failed[0]["External_Id__c"] == "SSFB-bad" and failed[0]["sf__Error"].startswith("REQUIRED_FIELD_MISSING")
+    with _admin(tls_server) as admin:
+        stored = {
+            r["External_Id__c"]: r
+            for r in admin.get("/__emulator__/records/Account").json()
+            if (r["External_Id__c"] or "").startswith("SSFB-")
+        }
+    assert len(stored) == 50
+    assert all(r["Name"].endswith("v2") and r["Description"] == 'a,"b"\nc' for r in stored.values())
