@@ -205,7 +205,13 @@ def test_fields_function(sf: SalesforceHttp, people: dict[str, Any]) -> None:
     one = sf.query(f"SELECT FIELDS(ALL) FROM Account WHERE Id = '{people['acct']}' LIMIT 200").json()["records"][0]
     assert {"Name", "External_Id__c", "Regions__c", "SystemModstamp"} <= set(one)
     custom = sf.query("SELECT FIELDS(CUSTOM) FROM Account LIMIT 1").json()["records"][0]
-    assert set(custom) - {"attributes"} == {"External_Id__c", "Account_Score__c", "Regions__c", "Is_Strategic__c"}
+    assert set(custom) - {"attributes"} == {
+        "External_Id__c",
+        "Account_Score__c",
+        "Regions__c",
+        "Is_Strategic__c",
+        "Long_Notes__c",
+    }
     standard = sf.query("SELECT FIELDS(STANDARD) FROM Account").json()["records"][0]
     assert "External_Id__c" not in standard and "Name" in standard
     unbounded = sf.query("SELECT FIELDS(ALL) FROM Account")
