@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .clock import format_datetime, stored_to_json
-from .dml import MultipleMatches, ValueTypeError, Writer, coerce
+from .dml import MultipleMatches, ValueTypeError, Writer
 from .errors import ApiError, RecordError, not_found
 from .ids import make_id, to18
 from .render import java_double
@@ -628,6 +628,7 @@ class IngestRun:
                 self.em.store,
                 self.em.clock,
                 job.created_by,
+                raw_type_errors=True,
                 lock_fault=lambda: self.em.faults.lock_fault("POST", f"/jobs/ingest/{job.id}/rows"),
             )
             ok_path, bad_path = self.folder / "successfulResults.csv", self.folder / "failedResults.csv"
@@ -713,9 +714,8 @@ class IngestRun:
                         )
                     )
                     continue
-                try:
-                    with em.store.transaction():
-                        record_id, created = self._row(row, columns, writer)
+                try:  # each write is one statement issued after validation: no per-row savepoint needed
+                    record_id, created = self._row(row, columns, writer)
                     results.append((True, [record_id, "true" if created else "false", *row]))
                 except RecordError as exc:
                     fields = ",".join(exc.fields or [])
@@ -735,7 +735,7 @@ class IngestRun:
         op = self.job.operation
         body: dict[str, Any] = {}
         record_id = ""
-        for col, (value, (kind, f, extra)) in enumerate(zip(row, columns, strict=True)):
+        for value, (kind, f, extra) in zip(row, columns, strict=True):
             assert f is not None
             if kind == "ref":
                 rel, ext_name = extra
@@ -751,16 +751,19 @@ class IngestRun:
             if value == "#N/A":
                 body[f.name] = None
                 continue
-            try:
-                coerce(f, value)
-            except ValueTypeError:
-                raise RecordError(
-                    "INVALID_FIELD",
-                    f"Failed to deserialize field at col {col}. Due to, '{value}' is "
-                    f"not a valid value for the type {f.describe()['soapType']}",
-                    [f.name],
-                ) from None
             body[f.name] = value
+        try:
+            return self._write(op, body, record_id, writer)
+        except ValueTypeError as exc:
+            col = next(i for i, (_, f, _) in enumerate(columns) if f is exc.field)
+            raise RecordError(
+                "INVALID_FIELD",
+                f"Failed to deserialize field at col {col}. Due to, '{exc.value}' is "
+                f"not a valid value for the type {exc.field.describe()['soapType']}",
+                [exc.field.name],
+            ) from None
+
+    def _write(self, op: str, body: dict[str, Any], record_id: str, writer: Writer) -> tuple[str, bool]:
         if op == "insert":
             return writer.create(self.obj, body), True
         if op == "update":

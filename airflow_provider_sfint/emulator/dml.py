@@ -201,13 +201,23 @@ class Writer:
     """Applies creates, updates, upserts and deletes to the store with Salesforce's rules."""
 
     def __init__(
-        self, org: Org, store: Store, clock: Clock, user_id: str, lock_fault: Callable[[], bool] | None = None
+        self,
+        org: Org,
+        store: Store,
+        clock: Clock,
+        user_id: str,
+        lock_fault: Callable[[], bool] | None = None,
+        raw_type_errors: bool = False,
     ) -> None:
         self.org = org
         self.store = store
         self.clock = clock
         self.user_id = user_id
         self.lock_fault = lock_fault or (lambda: False)
+        self.raw_type_errors = raw_type_errors
+        self._known_refs: set[str] = set()
+        self._stamp_key = -1
+        self._stamp_text = ""
 
     # --- field-level preparation ----------------------------------------------------------------
 
@@ -256,6 +266,8 @@ class Writer:
         return ref, ids[0]
 
     def _check_reference(self, f: FieldDef, ref_id: str) -> None:
+        if ref_id == self.user_id or ref_id in self._known_refs:
+            return  # the writing user, or a parent this writer already found alive
         target = self.org.get(f.reference_to[0])
         assert target is not None
         if not ref_id.startswith(target.key_prefix):
@@ -265,6 +277,8 @@ class Writer:
             raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [f.name])
         if row["IsDeleted"]:
             raise RecordError("ENTITY_IS_DELETED", "entity is deleted", [f.name])
+        if len(self._known_refs) < 100_000:
+            self._known_refs.add(ref_id)
 
     def prepare(
         self, obj: ObjectDef, body: dict[str, Any], *, creating: bool, ignore: frozenset[str] = frozenset()
@@ -295,6 +309,8 @@ class Writer:
             try:
                 value = coerce(f, raw)
             except ValueTypeError as exc:
+                if self.raw_type_errors:
+                    raise  # Bulk reports these as failed rows with the column number
                 raise json_parser_error(
                     f"Cannot deserialize instance of {f.describe()['soapType'].split(':')[1]} from "
                     f"{type(raw).__name__.upper()} value {raw} or request may be missing a required field"
@@ -310,14 +326,14 @@ class Writer:
         """Defaults, references, required fields, uniqueness and derived fields."""
         merged = dict(current or {})
         merged.update(values)
-        for f in obj.fields.values():
-            if f.type == "reference" and values.get(f.name):
+        for f in obj.reference_fields:
+            if values.get(f.name):
                 self._check_reference(f, values[f.name])
-        missing = [f.name for f in obj.fields.values() if f.required and merged.get(f.name) is None]
+        missing = [f.name for f in obj.required_fields if merged.get(f.name) is None]
         if missing:
             raise RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
-        for f in obj.fields.values():
-            if (f.unique or f.external_id) and values.get(f.name) is not None:
+        for f in obj.unique_fields:
+            if values.get(f.name) is not None:
                 for other in self.store.find(obj, f.name, values[f.name]):
                     if other != record_id:
                         raise RecordError(
@@ -339,6 +355,14 @@ class Writer:
             values["IsClosed"] = int(closed)
             values["ClosedDate"] = storage_datetime(self.clock.now()) if closed else None
 
+    def _stamp(self) -> str:
+        """The current time in stored form (formatted at most once per millisecond)."""
+        now = self.clock.now()
+        key = int(now.timestamp() * 1000)
+        if key != self._stamp_key:
+            self._stamp_key, self._stamp_text = key, storage_datetime(now)
+        return self._stamp_text
+
     def _lock(self, record_id: str | None) -> None:
         if self.lock_fault():
             raise RecordError(
@@ -351,18 +375,16 @@ class Writer:
 
     def create(self, obj: ObjectDef, body: dict[str, Any], ignore: frozenset[str] = frozenset()) -> str:
         values = self.prepare(obj, body, creating=True, ignore=ignore)
-        for f in obj.fields.values():
-            if f.defaulted_on_create and f.createable and values.get(f.name) is None and f.default is not None:
-                values[f.name] = int(f.default) if f.type == "boolean" else f.default
-            elif f.type == "boolean" and f.name not in values and f.createable:
-                values[f.name] = int(bool(f.default))
+        for default_field, default in obj.create_defaults:
+            if values.get(default_field) is None:
+                values[default_field] = default
         if "OwnerId" in obj.fields and not values.get("OwnerId"):
             values["OwnerId"] = self.user_id
         self._finish(obj, values, None, None)
         self._lock(None)
         if obj.name == "Case":
             values["CaseNumber"] = f"{self.store.count(obj) + 1001:08d}"
-        now = storage_datetime(self.clock.now())
+        now = self._stamp()
         values.update(
             IsDeleted=0,
             CreatedDate=now,
@@ -394,7 +416,7 @@ class Writer:
         values = self.prepare(obj, body, creating=False, ignore=ignore)
         self._finish(obj, values, current, current["Id"])
         self._lock(current["Id"])
-        now = storage_datetime(self.clock.now())
+        now = self._stamp()
         values.update(LastModifiedDate=now, SystemModstamp=now, LastModifiedById=self.user_id)
         self.store.update(obj, current["Id"], values)
         return str(current["Id"])

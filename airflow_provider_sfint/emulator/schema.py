@@ -196,6 +196,15 @@ class ObjectDef:
 
     def __post_init__(self) -> None:
         self._by_lower = {name.lower(): f for name, f in self.fields.items()}
+        self.required_fields = [f for f in self.fields.values() if f.required]
+        self.unique_fields = [f for f in self.fields.values() if f.unique or f.external_id]
+        self.reference_fields = [f for f in self.fields.values() if f.type == "reference"]
+        # Values a create fills in when the caller gave none: declared defaults, and false for checkboxes.
+        self.create_defaults = [
+            (f.name, int(bool(f.default)) if f.type == "boolean" else f.default)
+            for f in self.fields.values()
+            if f.createable and ((f.defaulted_on_create and f.default is not None) or f.type == "boolean")
+        ]
         if not self.label_plural:
             self.label_plural = self.label + "s"
 

@@ -48,6 +48,7 @@ class Store:
         self.lock = threading.RLock()
         self._next: dict[str, int] = {}
         self._savepoints = 0
+        self._insert_sql: dict[tuple[str, ...], str] = {}
         self.create_schema()
 
     # --- schema ---------------------------------------------------------------------------------
@@ -143,10 +144,13 @@ class Store:
     def insert(self, obj: ObjectDef, values: dict[str, Any]) -> str:
         ((rid, record_id),) = self.allocate_ids(obj, 1)
         values = {**values, "Id": record_id}
-        cols = ", ".join(f'"{c}"' for c in values)
-        marks = ", ".join("?" for _ in values)
+        key = (obj.name, *values)
+        sql = self._insert_sql.get(key)
+        if sql is None:
+            cols = ", ".join(f'"{c}"' for c in values)
+            sql = self._insert_sql[key] = f"INSERT INTO {obj.table} (rid, {cols}) VALUES (?{', ?' * len(values)})"
         with self.lock:
-            self.conn.execute(f"INSERT INTO {obj.table} (rid, {cols}) VALUES (?, {marks})", (rid, *values.values()))
+            self.conn.execute(sql, (rid, *values.values()))
         return record_id
 
     def insert_many(self, obj: ObjectDef, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
