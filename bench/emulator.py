@@ -59,10 +59,85 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _wait_job(http: httpx.Client, headers: dict[str, str], kind: str, job_id: str) -> dict[str, object]:
+    while True:
+        info = http.get(f"/services/data/v62.0/jobs/{kind}/{job_id}", headers=headers).json()
+        if info["state"] in ("JobComplete", "Failed", "Aborted"):
+            return dict(info)
+        time.sleep(0.1)
+
+
+def _bulk_query(http: httpx.Client, token: str) -> dict[str, object]:
+    """Bulk query of all Accounts x 30 fields: job time, then every page downloaded without gzip."""
+    headers = {"Authorization": f"Bearer {token}"}
+    started = time.perf_counter()
+    job = http.post(
+        "/services/data/v62.0/jobs/query",
+        headers=headers,
+        json={"operation": "query", "query": f"SELECT {FIELDS} FROM Account"},
+    ).json()
+    info = _wait_job(http, headers, "query", job["id"])
+    job_s = time.perf_counter() - started
+    total_bytes, rows, locator = 0, 0, None
+    started = time.perf_counter()
+    while locator != "null":
+        params = {"maxRecords": 200_000, **({"locator": locator} if locator else {})}
+        with http.stream(
+            "GET",
+            f"/services/data/v62.0/jobs/query/{job['id']}/results",
+            params=params,
+            headers={**headers, "Accept-Encoding": "identity"},
+        ) as response:
+            for chunk in response.iter_raw(1 << 20):
+                total_bytes += len(chunk)
+            rows += int(response.headers["Sforce-NumberOfRecords"])
+            locator = response.headers["Sforce-Locator"]
+    download_s = time.perf_counter() - started
+    return {
+        "rows": rows,
+        "records_processed": info["numberRecordsProcessed"],
+        "job_seconds": round(job_s, 2),
+        "download_seconds": round(download_s, 2),
+        "megabytes": round(total_bytes / 1e6, 1),
+        "mb_per_second": round(total_bytes / 1e6 / download_s, 1),
+        "target_mb_per_second": 150,
+    }
+
+
+def _bulk_ingest(http: httpx.Client, token: str, rows: int) -> dict[str, object]:
+    """Insert ``rows`` Accounts through one Bulk ingest job: seconds from UploadComplete to JobComplete."""
+    headers = {"Authorization": f"Bearer {token}"}
+    lines = ["Name,External_Id__c,Phone,AnnualRevenue,Description,Industry"]
+    lines += [f'Bench {i},BENCH-{i},555-{i},{i * 10},"line one\nline {i}",Energy' for i in range(rows)]
+    data = ("\n".join(lines) + "\n").encode()
+    job = http.post(
+        "/services/data/v62.0/jobs/ingest", headers=headers, json={"object": "Account", "operation": "insert"}
+    ).json()
+    http.put(
+        f"/services/data/v62.0/jobs/ingest/{job['id']}/batches",
+        content=data,
+        headers={**headers, "Content-Type": "text/csv"},
+    ).raise_for_status()
+    started = time.perf_counter()
+    http.patch(f"/services/data/v62.0/jobs/ingest/{job['id']}", headers=headers, json={"state": "UploadComplete"})
+    info = _wait_job(http, headers, "ingest", job["id"])
+    seconds = time.perf_counter() - started
+    return {
+        "rows": rows,
+        "state": info["state"],
+        "failed": info.get("numberRecordsFailed"),
+        "seconds": round(seconds, 1),
+        "rows_per_second": round(rows / seconds),
+        "target_seconds_per_million": 60,
+        "upload_megabytes": round(len(data) / 1e6, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--pages", type=int, default=60)
+    parser.add_argument("--ingest-rows", type=int, default=1_000_000)
     parser.add_argument("--out", default="bench/results/emulator.json")
     args = parser.parse_args()
     port = _free_port()
@@ -121,6 +196,8 @@ def main() -> None:
                 "target_p50_ms": 100,
                 "mean_page_bytes": round(statistics.mean(sizes)),
             },
+            "bulk_query": _bulk_query(http, token),
+            "bulk_ingest": _bulk_ingest(http, token, args.ingest_rows),
             "server_peak_rss_mb": _rss_mb(server.pid),
         }
     finally:

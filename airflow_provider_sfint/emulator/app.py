@@ -18,6 +18,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -388,7 +389,7 @@ class Emulator:
             else:
                 headers["Content-Length"] = str(length)
             return StreamingResponse(
-                _stream_parts(resp.file_parts, gzip_it, length if dropped else None),
+                _stream_parts(resp.file_parts, gzip_it, length if dropped else None, resp.bandwidth),
                 status_code=resp.status,
                 headers=headers,
                 media_type=resp.content_type,
@@ -420,11 +421,11 @@ class DroppedResponse:
 
 
 UPLOAD_RE = re.compile(r"^jobs/ingest/[A-Za-z0-9]+/batches/?$")
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 
 
 async def _stream_parts(
-    parts: list[bytes | tuple[str, int, int]], gzip_it: bool, drop_after: int | None
+    parts: list[bytes | tuple[str, int, int]], gzip_it: bool, drop_after: int | None, bandwidth: int | None = None
 ) -> AsyncIterator[bytes]:
     """Literal bytes and file byte ranges, read 1 MiB at a time; optionally gzip-compressed on the fly.
 
@@ -450,7 +451,13 @@ async def _stream_parts(
                     remaining -= len(chunk)
                     yield chunk
 
+    started = time.monotonic()
     for chunk in pieces():
+        if bandwidth:
+            # Pace this response to the per-connection cap: sleep until the bytes sent so far are "due".
+            ahead = (sent + len(chunk)) / bandwidth - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
         if limit is not None and sent + len(chunk) >= limit:
             head = chunk[: max(limit - sent, 0)]
             # A valid prefix of the (possibly compressed) body, then the connection is cut.

@@ -54,6 +54,8 @@ class BulkSettings:
     query_latency: float = 0.0  # seconds a query job waits before it runs
     default_max_records: int = 50_000
     query_timeout_rows: int | None = None  # fault: query jobs returning more rows fail with QUERY_TIMEOUT
+    bandwidth_bytes_per_second: int | None = None  # cap per result download (so parallel pages matter)
+    lock_parent_field: str | None = None  # with a lock_row fault: a locked row locks its parent for the batch
 
 
 @dataclass
@@ -532,7 +534,12 @@ class Bulk:
             "Sforce-Locator": encode_locator(end) if end < job.rows else "null",
         }
         return Resp(
-            200, None, content_type="text/csv", headers=headers, file_parts=[job.header, (str(path), first, last)]
+            200,
+            None,
+            content_type="text/csv",
+            headers=headers,
+            file_parts=[job.header, (str(path), first, last)],
+            bandwidth=self.settings.bandwidth_bytes_per_second,
         )
 
     def result_pages(self, req: Req) -> Resp:
@@ -700,8 +707,24 @@ class IngestRun:
         if em.limits.ingest_records_used > em.limits.ingest_records_max:
             raise IngestFailure("InvalidBatch : Max number of records processed in 24 hours exceeded")
         results: list[tuple[bool, list[str]]] = []
+        parent_col = self._parent_column(columns)
+        locked_parents: set[str] = set()
         with em.store.transaction():
             for _, row in batch:
+                parent = row[parent_col] if parent_col is not None and len(row) == len(columns) else ""
+                if parent and parent in locked_parents:
+                    results.append(
+                        (
+                            False,
+                            [
+                                "",
+                                f"UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this "
+                                f"record or 1 records: {parent}:--",
+                                *row,
+                            ],
+                        )
+                    )
+                    continue
                 if len(row) != len(columns):
                     results.append(
                         (
@@ -718,6 +741,8 @@ class IngestRun:
                     record_id, created = self._row(row, columns, writer)
                     results.append((True, [record_id, "true" if created else "false", *row]))
                 except RecordError as exc:
+                    if exc.status_code == "UNABLE_TO_LOCK_ROW" and parent:
+                        locked_parents.add(parent)  # contention on a shared parent locks its other children too
                     fields = ",".join(exc.fields or [])
                     results.append((False, ["", f"{exc.status_code}:{exc.message}:{fields} --", *row]))
                 except ApiError as exc:
@@ -730,6 +755,15 @@ class IngestRun:
             (ok_out if success else bad_out).writerow(values)
         job.processed += len(results)
         job.failed += sum(1 for success, _ in results if not success)
+
+    def _parent_column(self, columns: list[tuple[str, FieldDef | None, Any]]) -> int | None:
+        name = self.bulk.settings.lock_parent_field
+        if not name:
+            return None
+        for i, (_, f, extra) in enumerate(columns):
+            if f is not None and (f.name.lower() == name.lower() or (extra and extra[0].lower() == name.lower())):
+                return i
+        return None
 
     def _row(self, row: list[str], columns: list[tuple[str, FieldDef | None, Any]], writer: Writer) -> tuple[str, bool]:
         op = self.job.operation

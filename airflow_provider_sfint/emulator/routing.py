@@ -65,6 +65,7 @@ class Resp:
     api_calls: int = 1  # how many calls this request counts against DailyApiRequests
     # A body assembled from literal bytes and (file path, start, end) byte ranges, streamed from disk.
     file_parts: list[bytes | tuple[str, int, int]] | None = None
+    bandwidth: int | None = None  # bytes per second this response may be sent at (fault/benchmark setting)
 
     @classmethod
     def json(cls, status: int, value: Any, **kw: Any) -> Resp:

@@ -348,3 +348,31 @@ def test_results_are_not_in_input_order_but_complete(sf: SalesforceHttp) -> None
     job_id, _ = _ingest(sf, "Name\n" + "\n".join(names) + "\n")
     got = [r[2] for r in _rows(sf.get(f"jobs/ingest/{job_id}/successfulResults/").text)[1:]]
     assert sorted(got) == names and got != names
+
+
+def test_bandwidth_cap_paces_each_download(sf: SalesforceHttp, admin: Admin) -> None:
+    job_id, _ = _query_job(sf, "SELECT Id, Name, Description FROM Account")
+    size = len(sf.get(f"jobs/query/{job_id}/results", headers={"Accept-Encoding": "identity"}).content)
+    admin.set("bulk", bandwidth_bytes_per_second=size)  # one second per full download
+    started = time.monotonic()
+    body = sf.get(f"jobs/query/{job_id}/results", headers={"Accept-Encoding": "identity"}).content
+    assert len(body) == size
+    assert time.monotonic() - started >= 0.8  # a lower bound the pacing guarantees, not a speed assertion
+
+
+def test_lock_contention_on_a_shared_parent(sf: SalesforceHttp, admin: Admin) -> None:
+    parents = [sf.post("sobjects/Account", json={"Name": f"Busy {i}"}).json()["id"] for i in range(5)]
+    admin.set("bulk", lock_parent_field="AccountId")
+    admin.faults({"kind": "lock_row", "path": "/jobs/ingest", "rate": 0.2}, seed=11)
+    rows = "".join(f"C{i},{parents[i % 5]}\n" for i in range(100))
+    job_id, info = _ingest(sf, "LastName,AccountId\n" + rows, object="Contact")
+    failed = _rows(sf.get(f"jobs/ingest/{job_id}/failedResults/").text)[1:]
+    assert info["numberRecordsFailed"] == len(failed) > 0
+    by_parent: dict[str, list[int]] = {}
+    for row in failed:
+        assert row[1].startswith("UNABLE_TO_LOCK_ROW:")
+        by_parent.setdefault(row[3], []).append(int(row[2][1:]))
+    for parent, numbers in by_parent.items():
+        first = min(numbers)
+        later = [i for i in range(first, 100, 5)]  # every later child of a locked parent fails as well
+        assert sorted(numbers) == later, parent
