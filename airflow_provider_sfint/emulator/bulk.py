@@ -709,7 +709,11 @@ class IngestRun:
         results: list[tuple[bool, list[str]]] = []
         parent_col = self._parent_column(columns)
         locked_parents: set[str] = set()
+        deferred = job.operation == "insert"
         with em.store.transaction():
+            if deferred:  # validated row by row as REST does; inserted together at the end of the batch
+                names = [f.name if f is not None and kind == "field" else "" for kind, f, _ in columns]
+                writer.begin_deferred(self.obj, [dict(zip(names, row, strict=False)) for _, row in batch], len(batch))
             for _, row in batch:
                 parent = row[parent_col] if parent_col is not None and len(row) == len(columns) else ""
                 if parent and parent in locked_parents:
@@ -747,6 +751,8 @@ class IngestRun:
                     results.append((False, ["", f"{exc.status_code}:{exc.message}:{fields} --", *row]))
                 except ApiError as exc:
                     results.append((False, ["", f"{exc.error_code}:{exc.message}:--", *row]))
+            if deferred:
+                writer.flush_deferred(self.obj)
         rng = random.Random(f"{job.id}:{batch[0][0]}")
         order = list(range(len(results)))
         rng.shuffle(order)  # Salesforce does not keep input order in results

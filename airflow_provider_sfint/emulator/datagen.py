@@ -426,6 +426,7 @@ class _Generator:
                 "AccountId": _parent_column("001", totals.get("Account", 0), 0.1),
                 "ContactId": _parent_column("003", totals.get("Contact", 0), 0.2),
                 "Subject": lambda rng, n, s: [f"Issue #{s + i}" for i in range(n)],
+                "CaseNumber": lambda rng, n, s: [f"{s + i + 1000:08d}" for i in range(n)],  # the auto-number
             }
         self.special = special
         fields = [

@@ -17,7 +17,7 @@ from typing import Any
 
 from .clock import Clock, storage_datetime
 from .errors import ApiError, RecordError, json_parser_error
-from .ids import make_id, to18
+from .ids import make_id, make_ids, to18
 from .schema import FieldDef, ObjectDef, Org
 from .store import Store
 
@@ -218,6 +218,11 @@ class Writer:
         self._known_refs: set[str] = set()
         self._stamp_key = -1
         self._stamp_text = ""
+        self._deferred: list[tuple[int, dict[str, Any]]] = []
+        self._reserved: list[tuple[int, str]] = []
+        self._pending_unique: dict[tuple[str, str], dict[Any, str]] = {}
+        self._pending_ids: set[str] = set()
+        self._preloaded: dict[tuple[str, str], dict[Any, str]] = {}
 
     # --- field-level preparation ----------------------------------------------------------------
 
@@ -251,6 +256,10 @@ class Writer:
         raw = value[ext_name]
         lookup = coerce(ext, raw) if ext.type != "id" else to18(str(raw))
         ids = self.store.find(target, ext.name, lookup) if lookup is not None else []
+        if not ids and lookup is not None:
+            key = lookup.lower() if isinstance(lookup, str) and not ext.case_sensitive else lookup
+            pending = self._pending_unique.get((target.name, ext.name), {}).get(key)
+            ids = [pending] if pending else []
         if not ids:
             raise RecordError(
                 "INVALID_FIELD",
@@ -266,7 +275,7 @@ class Writer:
         return ref, ids[0]
 
     def _check_reference(self, f: FieldDef, ref_id: str) -> None:
-        if ref_id == self.user_id or ref_id in self._known_refs:
+        if ref_id == self.user_id or ref_id in self._known_refs or ref_id in self._pending_ids:
             return  # the writing user, or a parent this writer already found alive
         target = self.org.get(f.reference_to[0])
         assert target is not None
@@ -334,7 +343,7 @@ class Writer:
             raise RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
         for f in obj.unique_fields:
             if values.get(f.name) is not None:
-                for other in self.store.find(obj, f.name, values[f.name]):
+                for other in self._same_value(obj, f, values[f.name]):
                     if other != record_id:
                         raise RecordError(
                             "DUPLICATE_VALUE",
@@ -354,6 +363,60 @@ class Writer:
             closed = values["Status"] == "Closed"
             values["IsClosed"] = int(closed)
             values["ClosedDate"] = storage_datetime(self.clock.now()) if closed else None
+
+    def _same_value(self, obj: ObjectDef, f: FieldDef, value: Any) -> list[str]:
+        """Ids of records (stored, or pending in a deferred batch) whose unique ``f`` equals ``value``."""
+        key = value.lower() if isinstance(value, str) and not f.case_sensitive else value
+        pending = self._pending_unique.get((obj.name, f.name), {}).get(key)
+        preloaded = self._preloaded.get((obj.name, f.name))
+        if preloaded is not None:
+            stored = preloaded.get(key)
+            found = [stored] if stored else []
+        else:
+            found = self.store.find(obj, f.name, value)
+        return [*found, pending] if pending else found
+
+    def begin_deferred(self, obj: ObjectDef, rows: list[dict[str, Any]], expected_creates: int) -> None:
+        """Start a batch of deferred creates: unique values looked up once, ids reserved in one go.
+
+        Validation stays exactly as for single creates; only the INSERTs wait for :meth:`flush_deferred`.
+        """
+        self._deferred = []
+        self._pending_unique = {}
+        self._preloaded = {}
+        for f in obj.unique_fields:
+            wanted = {r[f.name] for r in rows if r.get(f.name) not in (None, "", "#N/A")}
+            found: dict[Any, str] = {}
+            values = list(wanted)
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                _, hits = self.store.query(
+                    f'SELECT "{f.name}", "Id" FROM {obj.table} WHERE "{f.name}" IN ({marks}) AND "IsDeleted" = 0', chunk
+                )
+                for value, record_id in hits:
+                    found.setdefault(
+                        value.lower() if isinstance(value, str) and not f.case_sensitive else value, record_id
+                    )
+            self._preloaded[(obj.name, f.name)] = found
+        start = self.store.allocate_rids(obj, expected_creates)
+        self._reserved = list(
+            zip(range(start, start + expected_creates), make_ids(obj.key_prefix, start, expected_creates), strict=True)
+        )
+        self._reserved.reverse()
+
+    def flush_deferred(self, obj: ObjectDef) -> None:
+        """Insert the batch's validated creates with one executemany per column set."""
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for rid, values in self._deferred:
+            groups.setdefault(tuple(values), []).append((rid, *values.values()))
+        for columns, rows in groups.items():
+            self.store.insert_rows(obj, columns, rows)
+        self._deferred = []
+        self._pending_unique = {}
+        self._pending_ids = set()
+        self._preloaded = {}
+        self._reserved = []
 
     def _stamp(self) -> str:
         """The current time in stored form (formatted at most once per millisecond)."""
@@ -383,7 +446,7 @@ class Writer:
         self._finish(obj, values, None, None)
         self._lock(None)
         if obj.name == "Case":
-            values["CaseNumber"] = f"{self.store.count(obj) + 1001:08d}"
+            values["CaseNumber"] = f"{self.store.count(obj) + len(self._deferred) + 1001:08d}"
         now = self._stamp()
         values.update(
             IsDeleted=0,
@@ -393,6 +456,19 @@ class Writer:
             CreatedById=self.user_id,
             LastModifiedById=self.user_id,
         )
+        if self._reserved:  # a deferred batch: insert later, remember unique values now
+            rid, record_id = self._reserved.pop()
+            values["Id"] = record_id
+            if obj.custom and "Name" in obj.fields and values.get("Name") is None:
+                values["Name"] = record_id
+            for f in obj.unique_fields:
+                value = values.get(f.name)
+                if value is not None:
+                    key = value.lower() if isinstance(value, str) and not f.case_sensitive else value
+                    self._pending_unique.setdefault((obj.name, f.name), {})[key] = record_id
+            self._deferred.append((rid, values))
+            self._pending_ids.add(record_id)
+            return record_id
         record_id = self.store.insert(obj, values)
         name = obj.fields.get("Name")
         if obj.custom and name is not None and values.get("Name") is None:

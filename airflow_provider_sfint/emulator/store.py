@@ -168,6 +168,12 @@ class Store:
             row = self.conn.execute(f"SELECT MAX(rid) FROM {obj.table}").fetchone()
             self._next[obj.name] = max(self._next[obj.name], (row[0] or 0) + 1)
 
+    def insert_rows(self, obj: ObjectDef, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows (``rid`` first, then ``columns``) inside the caller's transaction."""
+        cols = ", ".join(f'"{c}"' for c in columns)
+        with self.lock:
+            self.conn.executemany(f"INSERT INTO {obj.table} (rid, {cols}) VALUES (?{', ?' * len(columns)})", rows)
+
     def update(self, obj: ObjectDef, record_id: str, values: dict[str, Any]) -> None:
         if not values:
             return

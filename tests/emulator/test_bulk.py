@@ -376,3 +376,28 @@ def test_lock_contention_on_a_shared_parent(sf: SalesforceHttp, admin: Admin) ->
         first = min(numbers)
         later = [i for i in range(first, 100, 5)]  # every later child of a locked parent fails as well
         assert sorted(numbers) == later, parent
+
+
+def test_rows_may_refer_to_rows_created_earlier_in_the_same_job(sf: SalesforceHttp, admin: Admin) -> None:
+    body = "Name,External_Id__c,Parent.External_Id__c\nRoot,ROOT-1,\nChild,CHILD-1,ROOT-1\nDup,ROOT-1,\n"
+    job_id, info = _ingest(sf, body)
+    assert info["numberRecordsFailed"] == 1
+    (failed,) = _rows(sf.get(f"jobs/ingest/{job_id}/failedResults/").text)[1:]
+    assert failed[1].startswith("DUPLICATE_VALUE:duplicate value found: External_Id__c")
+    rows = {r["External_Id__c"]: r for r in admin.records("Account") if r["External_Id__c"] in ("ROOT-1", "CHILD-1")}
+    assert rows["CHILD-1"]["ParentId"] == rows["ROOT-1"]["Id"]
+
+
+def test_custom_lookup_by_external_id_and_case_numbers(sf: SalesforceHttp, admin: Admin) -> None:
+    sf.post("sobjects/Account", json={"Name": "ERP parent", "External_Id__c": "ERP-P"})
+    _, info = _ingest(
+        sf,
+        "Name,External_Id__c,Account__r.External_Id__c,Amount__c\nO-1,ORD-1,ERP-P,12.5\nO-2,ORD-2,NOPE,1\n",
+        object="ERP_Order__c",
+    )
+    assert info["numberRecordsFailed"] == 1
+    order = next(r for r in admin.records("ERP_Order__c") if r["External_Id__c"] == "ORD-1")
+    assert order["Account__c"] is not None and order["Amount__c"] == 12.5
+    _, info = _ingest(sf, "Subject\n" + "".join(f"Case {i}\n" for i in range(30)), object="Case")
+    numbers = [r["CaseNumber"] for r in admin.records("Case")]
+    assert len(numbers) == len(set(numbers))
