@@ -29,11 +29,14 @@ DATETIME_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?"
     r"(Z|[+-]\d{2}:?\d{2})?$"
 )
+TEXT_FIELD_TYPES = frozenset({"string", "textarea", "picklist", "multipicklist", "email", "phone", "url"})
 DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})Z?$")
 
 
 def sf_trim(value: str) -> str | None:
     """Salesforce stores strings without leading/trailing chars <= U+0020; empty becomes null."""
+    if value and value[0] > " " and value[-1] > " ":
+        return value  # the common case: nothing to trim
     i, j = 0, len(value)
     while i < j and value[i] <= " ":
         i += 1
@@ -79,14 +82,16 @@ def coerce(f: FieldDef, value: Any) -> Any:
     if value is None:
         return None
     t = f.type
-    if t in ("string", "textarea", "picklist", "multipicklist", "email", "phone", "url"):
-        if isinstance(value, bool):
+    if t in TEXT_FIELD_TYPES:
+        if type(value) is str:
+            if "\x00" in value:
+                value = value.replace("\x00", "")
+        elif isinstance(value, bool):
             value = "true" if value else "false"
         elif isinstance(value, int | float):
             value = str(value)
         elif not isinstance(value, str):
             raise ValueTypeError(f, value)
-        value = value.replace("\x00", "")
         text = sf_trim(value)
         if text is None:
             return None
@@ -295,7 +300,7 @@ class Writer:
         """Validate and coerce ``body`` into column values (without system fields)."""
         values: dict[str, Any] = {}
         for key, raw in body.items():
-            if key == "attributes" or key.lower() in ignore:
+            if key == "attributes" or (ignore and key.lower() in ignore):
                 continue
             f = obj.field(key)
             if f is None:
