@@ -355,6 +355,8 @@ def test_read_with_fields_and_bad_id(sf: SalesforceHttp) -> None:
     r = sf.get(f"sobjects/Account/{record_id}", params={"fields": "Name,AnnualRevenue"})
     assert set(r.json()) == {"attributes", "Name", "AnnualRevenue"}
     assert '"AnnualRevenue":3.5E7' in r.text  # Java Double.toString, as the real API renders doubles
+    queried = sf.query(f"SELECT AnnualRevenue, Name FROM Account WHERE Id = '{record_id}'")
+    assert '"AnnualRevenue":3.5E7,"Name":"Fields"' in queried.text
     assert sf.get(f"sobjects/Account/{record_id[:15]}").json()["Id"] == record_id
     bad = sf.get(f"sobjects/Account/{record_id}", params={"fields": "Nope"})
     assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "INVALID_FIELD"
