@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from .clock import format_datetime, stored_to_json
 from .dml import MultipleMatches, ValueTypeError, Writer
 from .errors import ApiError, RecordError, not_found
 from .ids import make_id, to18
-from .render import java_double
+from .render import number_text
 from .routing import Req, Resp, Router
 from .schema import FieldDef, ObjectDef
 from .soql import CompiledQuery
@@ -156,7 +156,7 @@ def csv_value(f: FieldDef, value: Any) -> str:
     if t == "int":
         return str(int(value))
     if t in ("double", "currency", "percent"):
-        return f"{float(value):.{f.scale}f}" if f.scale else java_double(float(value))
+        return number_text(f, value)
     if t == "datetime":
         return stored_to_json(value).replace("+0000", "Z")
     if t == "time":
@@ -315,19 +315,20 @@ class Bulk:
             info.pop(key, None)
         return Resp.json(200, info)
 
-    def _run_ingest(self, job: Job) -> None:
+    def _run_job(self, job: Job, delay: float, work: Callable[[], None]) -> None:
+        """The lifecycle both job kinds share: wait, InProgress, work, then JobComplete or Failed."""
         started = time.monotonic()
         try:
-            if self.settings.processing_delay:
-                time.sleep(self.settings.processing_delay)
+            if delay:
+                time.sleep(delay)
             if job.aborted.is_set():
                 return
             job.state = "InProgress"
             job.modified = self.em.clock.time()
-            IngestRun(self, job).run()
+            work()
             if not job.aborted.is_set() and job.state == "InProgress":
                 job.state = "JobComplete"
-        except IngestFailure as exc:
+        except JobFailure as exc:
             job.state = "Failed"
             job.error_message = str(exc)
         except Exception as exc:  # a bug of ours: the job fails visibly instead of hanging InProgress
@@ -336,6 +337,9 @@ class Bulk:
         finally:
             job.total_processing_ms = int((time.monotonic() - started) * 1000)
             job.modified = self.em.clock.time()
+
+    def _run_ingest(self, job: Job) -> None:
+        self._run_job(job, self.settings.processing_delay, IngestRun(self, job).run)
 
     def results(self, req: Req, which: str) -> Resp:
         job = self.job(req, "ingest")
@@ -431,32 +435,17 @@ class Bulk:
         return Resp.json(200, created)
 
     def _run_query(self, job: Job, cq: CompiledQuery) -> None:
-        started = time.monotonic()
-        try:
-            if self.settings.query_latency:
-                time.sleep(self.settings.query_latency)
-            if job.aborted.is_set():
-                return
-            job.state = "InProgress"
-            job.modified = self.em.clock.time()
+        def work() -> None:
             self._write_query_result(job, cq)
-            if job.aborted.is_set():
-                return
-            if self.settings.query_timeout_rows is not None and job.rows > self.settings.query_timeout_rows:
-                job.state = "Failed"
-                job.error_message = (
+            limit = self.settings.query_timeout_rows
+            if limit is not None and job.rows > limit and not job.aborted.is_set():
+                raise JobFailure(
                     "QUERY_TIMEOUT : Your query request was running for too long. Query more "
                     "selectively or split it into smaller time windows."
                 )
-                return
             job.processed = job.rows
-            job.state = "JobComplete"
-        except Exception as exc:
-            job.state = "Failed"
-            job.error_message = f"InternalServerError : {type(exc).__name__}: {exc}"
-        finally:
-            job.total_processing_ms = int((time.monotonic() - started) * 1000)
-            job.modified = self.em.clock.time()
+
+        self._run_job(job, self.settings.query_latency, work)
 
     def _write_query_result(self, job: Job, cq: CompiledQuery) -> None:
         """Write every result row once, quoting every value, and index each record's byte offset."""
@@ -569,8 +558,8 @@ class Bulk:
         return Resp.json(200, body)
 
 
-class IngestFailure(Exception):
-    """The whole job fails (errorMessage), e.g. an unknown field in the header."""
+class JobFailure(Exception):
+    """The whole job fails with this errorMessage (an unknown header field, QUERY_TIMEOUT, ...)."""
 
 
 def _results_header(job: Job, which: str, upload: Path) -> str:
@@ -619,7 +608,7 @@ class IngestRun:
         job = self.job
         upload = self.folder / "upload.csv"
         if not upload.exists():
-            raise IngestFailure("InvalidBatch : Empty batch: no data was uploaded before UploadComplete")
+            raise JobFailure("InvalidBatch : Empty batch: no data was uploaded before UploadComplete")
         delimiter = DELIMITERS[job.delimiter]
         newline = LINE_ENDINGS[job.line_ending]
         header_line = _read_header_line(upload, job)
@@ -628,7 +617,7 @@ class IngestRun:
             try:
                 header = next(reader)
             except StopIteration:
-                raise IngestFailure("InvalidBatch : Empty batch: the CSV has no header row") from None
+                raise JobFailure("InvalidBatch : Empty batch: the CSV has no header row") from None
             columns = self._columns(header)
             writer = Writer(
                 self.em.org,
@@ -659,7 +648,7 @@ class IngestRun:
                             if job.aborted.is_set():
                                 break
                 except csv.Error as exc:
-                    raise IngestFailure(f"InvalidBatch : Failed to parse CSV at row {index + 2}: {exc}") from None
+                    raise JobFailure(f"InvalidBatch : Failed to parse CSV at row {index + 2}: {exc}") from None
                 if batch and not job.aborted.is_set():
                     self._apply(batch, columns, header, writer, ok_out, bad_out)
 
@@ -676,19 +665,19 @@ class IngestRun:
                 target = self.em.org.get(ref.reference_to[0]) if ref else None
                 ext = target.field(ext_name) if target else None
                 if ref is None or ext is None or not (ext.external_id or ext.id_lookup):
-                    raise IngestFailure(f"InvalidBatch : Field name not found : {name}")
+                    raise JobFailure(f"InvalidBatch : Field name not found : {name}")
                 out.append(("ref", ref, (rel, ext.name)))
                 continue
             f = self.obj.field(name)
             if f is None:
-                raise IngestFailure(f"InvalidBatch : Field name not found : {name}")
+                raise JobFailure(f"InvalidBatch : Field name not found : {name}")
             out.append(("field", f, None))
         op = self.job.operation
         names = {f.name for kind, f, _ in out if kind == "field" and f is not None}
         if op in ("update", "delete", "hardDelete") and "Id" not in names:
-            raise IngestFailure(f"InvalidBatch : Field name not found : Id (the {op} operation needs an Id column)")
+            raise JobFailure(f"InvalidBatch : Field name not found : Id (the {op} operation needs an Id column)")
         if op == "upsert" and self.job.external_id not in names:
-            raise IngestFailure(f"InvalidBatch : Field name not found : {self.job.external_id}")
+            raise JobFailure(f"InvalidBatch : Field name not found : {self.job.external_id}")
         return out
 
     def _apply(
@@ -705,7 +694,7 @@ class IngestRun:
         em.limits.bulk_batches_used += 1
         em.limits.ingest_records_used += len(batch)
         if em.limits.ingest_records_used > em.limits.ingest_records_max:
-            raise IngestFailure("InvalidBatch : Max number of records processed in 24 hours exceeded")
+            raise JobFailure("InvalidBatch : Max number of records processed in 24 hours exceeded")
         results: list[tuple[bool, list[str]]] = []
         parent_col = self._parent_column(columns)
         locked_parents: set[str] = set()

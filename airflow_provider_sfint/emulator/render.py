@@ -32,6 +32,11 @@ def java_double(value: float) -> str:
     return f"{'-' if sign else ''}{chars[0]}.{chars[1:] or '0'}E{power}"
 
 
+def number_text(f: FieldDef, value: Any) -> str:
+    """A double, currency or percent as Salesforce writes it: with the field's scale, else Java's form."""
+    return f"{float(value):.{f.scale}f}" if f.scale else java_double(float(value))
+
+
 def _null_or(fn: Callable[[Any], str]) -> Callable[[Any], str]:
     return lambda v: "null" if v is None else fn(v)
 
@@ -72,9 +77,7 @@ def render_value(f: FieldDef, value: Any) -> str:
     if t == "int":
         return str(int(value))
     if t in ("double", "currency", "percent"):
-        if f.scale:
-            return f"{float(value):.{f.scale}f}"
-        return java_double(float(value))
+        return number_text(f, value)
     if t == "datetime":
         return '"' + value[:-1] + '+0000"'
     if t == "time":
