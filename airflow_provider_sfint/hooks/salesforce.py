@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowFailException
 
 from ..client import AsyncSalesforceClient, ClientConfig, ConfigurationError, SalesforceClient, SalesforceError
 from ..client.auth import AUTH_TYPES, DEFAULT_API_VERSION
+from ..compat import AirflowFailException, mask_secret
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -46,11 +46,13 @@ EXTRA_FIELDS = frozenset(
 )
 
 
+def _connection_type() -> dict[str, Any]:
+    from ..get_provider_info import get_provider_info
+
+    return dict(get_provider_info()["connection-types"][0])
+
+
 def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # Airflow 3.1
-        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
     mask_secret(secret)
     if "\n" in secret:  # PEM keys: mask each line too, in case a log line splits them
         for line in secret.splitlines():
@@ -152,6 +154,28 @@ class SalesforceHook(BaseHook):
     default_conn_name = "sfint_default"
     conn_type = "sfint"
     hook_name = "Salesforce (sfint)"
+
+    # Airflow 3.1 builds connection forms from these hook methods; 3.2+ reads ``conn-fields`` and
+    # ``ui-field-behaviour`` from provider info. Both come from the one declaration in get_provider_info.
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return dict(_connection_type()["ui-field-behaviour"])
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        try:  # wtforms ships with the FAB provider, not with a plain Airflow 3.1
+            from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+            from wtforms import PasswordField, StringField
+        except ImportError:
+            return {}
+        widgets: dict[str, Any] = {}
+        for name, spec in _connection_type()["conn-fields"].items():
+            secret = spec["schema"].get("format") == "password"
+            field_class, widget = (
+                (PasswordField, BS3PasswordFieldWidget) if secret else (StringField, BS3TextFieldWidget)
+            )
+            widgets[name] = field_class(spec["label"], description=spec.get("description"), widget=widget())
+        return widgets
 
     def __init__(self, sfint_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -150,7 +150,7 @@ def test_jwt_from_key_file(
 def test_bad_settings_fail_without_retry_naming_the_field(
     monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], setting: str
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_provider_sfint.compat import AirflowFailException
 
     _set_conn(monkeypatch, "sfint_bad", login="someone@example.com", extra=extra)
     hook = _hook("sfint_bad")
@@ -175,8 +175,6 @@ def test_test_connection_reports_refused_credentials(
 
 
 def test_secrets_are_registered_with_the_masker(monkeypatch: pytest.MonkeyPatch, emulator_url: str) -> None:
-    from airflow.sdk.log import mask_secret  # noqa: F401  (the masker the hook registers with)
-
     try:
         from airflow.sdk._shared.secrets_masker import redact
     except ImportError:  # pragma: no cover - older task SDK layout
