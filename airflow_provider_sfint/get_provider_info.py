@@ -96,6 +96,37 @@ def get_provider_info() -> dict[str, Any]:
                         "loopback hosts unless allow_insecure is also set",
                         "schema": {"type": ["string", "null"], "default": "true"},
                     },
+                    "access_token": {
+                        "label": "Access token",
+                        "description": "A pre-issued access token (access_token auth type); it cannot be refreshed",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "allowed_hosts": {
+                        "label": "Allowed hosts",
+                        "description": "Extra hosts (comma-separated) trusted as login or instance hosts, https only",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "allow_insecure": {
+                        "label": "Allow insecure TLS",
+                        "description": "Explicit permission to turn TLS verification off for non-loopback hosts "
+                        "(logged as a warning)",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
+                    "jwt_audience": {
+                        "label": "JWT audience",
+                        "description": "Overrides the JWT aud claim (default: login or test, by the login URL)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "max_attempts": {
+                        "label": "Max attempts",
+                        "description": "Attempts per request, retries included",
+                        "schema": {"type": ["integer", "null"], "default": 6},
+                    },
+                    "max_retry_seconds": {
+                        "label": "Max retry time (s)",
+                        "description": "Total time one request may spend retrying",
+                        "schema": {"type": ["number", "null"], "default": 300},
+                    },
                     "min_remaining_api_percent": {
                         "label": "Minimum remaining API share (%)",
                         "description": "Refuse to start work when less than this share of the daily API "

@@ -339,7 +339,6 @@ class SessionManager:
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
-        self.token_requests = 0
         if config.auth_type == "access_token":
             self._session = Session(
                 config.access_token or "", check_url(config.instance_url or "", allowed_hosts=config.allowed_hosts)
@@ -368,7 +367,6 @@ class SessionManager:
                 "issue a new token or use another auth_type",
                 error_code="INVALID_SESSION_ID",
             )
-        self.token_requests += 1
         return token_request(self.config)
 
     def get(self, fetch: Any, seen_generation: int | None = None) -> Session:

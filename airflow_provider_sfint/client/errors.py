@@ -29,8 +29,6 @@ class SalesforceError(Exception):
     :param path: the request's path (no host, no query string)
     """
 
-    retryable = False
-
     def __init__(
         self,
         message: str,
@@ -76,8 +74,6 @@ class InsecureTransportError(AuthenticationError):
 class TransportError(SalesforceError):
     """The request failed below HTTP (connection refused, reset, timeout, truncated body)."""
 
-    retryable = True
-
     def __init__(self, message: str, *, sent: bool, method: str | None = None, path: str | None = None) -> None:
         self.sent = sent  # False when the request provably never left this machine
         super().__init__(message, method=method, path=path)
@@ -86,13 +82,9 @@ class TransportError(SalesforceError):
 class ServerError(SalesforceError):
     """5xx from Salesforce."""
 
-    retryable = True
-
 
 class RateLimitedError(SalesforceError):
     """429 / 420, or the concurrent-request REQUEST_LIMIT_EXCEEDED: back off and retry."""
-
-    retryable = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         self.retry_after = retry_after
@@ -101,8 +93,6 @@ class RateLimitedError(SalesforceError):
 
 class RowLockError(SalesforceError):
     """UNABLE_TO_LOCK_ROW at request level: another transaction holds the record; retry later."""
-
-    retryable = True
 
 
 class LimitExceededError(SalesforceError):

@@ -32,7 +32,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from . import admin, bulk, composite, rest
 from .auth import Authority, AuthSettings, ConnectedApp, load_public_key
@@ -380,6 +379,8 @@ class Emulator:
         data = body.encode("utf-8") if isinstance(body, str) else (body or b"")
         headers = dict(resp.headers)
         headers["Sforce-Limit-Info"] = self.limits.limit_info()
+        if dropped and data and resp.file_parts is None:
+            resp.file_parts = [data]  # the drop fault cuts every body the same way: see _stream_parts
         if resp.file_parts is not None:
             gzip_it = "gzip" in request.headers.get("accept-encoding", "").lower()
             length = sum(len(p) if isinstance(p, bytes) else p[2] - p[1] for p in resp.file_parts)
@@ -394,8 +395,6 @@ class Emulator:
                 headers=headers,
                 media_type=resp.content_type,
             )
-        if dropped and data:
-            return DroppedResponse(resp.status, data, resp.content_type, headers)  # type: ignore[return-value]
         if data and len(data) > 512 and "gzip" in request.headers.get("accept-encoding", "").lower():
             data = gzip.compress(data, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
@@ -405,21 +404,6 @@ class Emulator:
         return Response(data, status_code=resp.status, headers=headers, media_type=resp.content_type if data else None)
 
 
-class DroppedResponse:
-    """A response whose connection is cut after half the body (fault ``drop``)."""
-
-    def __init__(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
-        self.status = status
-        self.body = body
-        self.headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-        self.headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
-        raise ConnectionAbortedError("sfint emulator fault: connection dropped mid-body")
-
-
 UPLOAD_RE = re.compile(r"^jobs/ingest/[A-Za-z0-9]+/batches/?$")
 CHUNK = 1 << 18
 
@@ -427,7 +411,7 @@ CHUNK = 1 << 18
 async def _stream_parts(
     parts: list[bytes | tuple[str, int, int]], gzip_it: bool, drop_after: int | None, bandwidth: int | None = None
 ) -> AsyncIterator[bytes]:
-    """Literal bytes and file byte ranges, read 1 MiB at a time; optionally gzip-compressed on the fly.
+    """Literal bytes and file byte ranges, read CHUNK bytes at a time; optionally gzip-compressed on the fly.
 
     ``drop_after`` (the drop fault) cuts the connection after half the body.
     """

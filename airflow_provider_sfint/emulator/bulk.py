@@ -84,10 +84,6 @@ class Job:
     header: bytes = b""
     aborted: threading.Event = field(default_factory=threading.Event)
 
-    @property
-    def folder_name(self) -> str:
-        return self.id
-
     def info(self, full: bool = True) -> dict[str, Any]:
         stamp = format_datetime(_utc(self.created))
         body: dict[str, Any] = {
@@ -563,7 +559,7 @@ class JobFailure(Exception):
 
 
 def _results_header(job: Job, which: str, upload: Path) -> str:
-    original = _read_header_line(upload, job) if upload.exists() else ""
+    original = _read_header_line(upload) if upload.exists() else ""
     newline = LINE_ENDINGS[job.line_ending]
     d = DELIMITERS[job.delimiter]
     if which == "successfulResults":
@@ -573,7 +569,7 @@ def _results_header(job: Job, which: str, upload: Path) -> str:
     return f"{original}{newline}" if original else ""
 
 
-def _read_header_line(upload: Path, job: Job) -> str:
+def _read_header_line(upload: Path) -> str:
     with open(upload, encoding="utf-8-sig", newline="") as handle:
         line = handle.readline()
     return line.rstrip("\r\n")
@@ -611,7 +607,7 @@ class IngestRun:
             raise JobFailure("InvalidBatch : Empty batch: no data was uploaded before UploadComplete")
         delimiter = DELIMITERS[job.delimiter]
         newline = LINE_ENDINGS[job.line_ending]
-        header_line = _read_header_line(upload, job)
+        header_line = _read_header_line(upload)
         with open(upload, encoding="utf-8-sig", newline="", errors="strict") as handle:
             reader = csv.reader(handle, delimiter=delimiter, strict=True)
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -97,8 +98,6 @@ def _is_query_or_collection(url: str) -> bool:
 
 
 def register(router: Router, em: Emulator) -> None:
-    import json
-
     def sub_dispatch(parent: Req, method: str, url: str, body: Any) -> Resp:
         parts = split_url(url)
         if parts is None:
@@ -113,7 +112,6 @@ def register(router: Router, em: Emulator) -> None:
             body=json.dumps(body).encode() if body is not None else b"",
             user_id=parent.user_id,
             base_url=parent.base_url,
-            in_composite=True,
         )
         sub.headers.pop("content-length", None)
         if path.startswith(("composite", "jobs")) and not path.startswith("composite/sobjects"):

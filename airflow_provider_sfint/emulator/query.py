@@ -136,7 +136,7 @@ class QueryEngine:
             return {}
         marks = ",".join("?" * len(parent_ids))
         child = plan.query
-        fk_expr = child.select_exprs.split(", ")[plan.fk_index]
+        fk_expr = child.selects[plan.fk_index]
         sql = child.sql(extra_where=f"{fk_expr} IN ({marks})")
         _, rows = self.store.query(sql, [*child.params, *parent_ids])
         grouped: dict[str, list[str]] = {}

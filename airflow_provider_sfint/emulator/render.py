@@ -85,13 +85,6 @@ def render_value(f: FieldDef, value: Any) -> str:
     return _dumps(value)
 
 
-def python_value(f: FieldDef, value: Any) -> Any:
-    """One stored value as the Python value ``json.loads`` of the rendered text would give."""
-    if value is None:
-        return None
-    return json.loads(render_value(f, value))
-
-
 def attributes(obj: ObjectDef, record_id: str | None, version: str) -> str:
     if record_id is None:
         return f'{{"type":{_dumps(obj.name)}}}'

@@ -29,7 +29,7 @@ def release_label(major: int) -> str:
     return f"{RELEASES[offset % 3]} '{year:02d}"
 
 
-def versions(base: str = "") -> list[dict[str, str]]:
+def versions() -> list[dict[str, str]]:
     return [
         {"label": release_label(v), "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
         for v in range(MIN_VERSION, MAX_VERSION + 1)

@@ -30,7 +30,6 @@ class Req:
     user_id: str
     base_url: str = ""
     params: dict[str, str] = field(default_factory=dict)
-    in_composite: bool = False
     upload: Path | None = None  # a request body already streamed to disk (Bulk uploads)
 
     def arg(self, name: str) -> str | None:

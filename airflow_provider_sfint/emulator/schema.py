@@ -34,16 +34,6 @@ FIELD_TYPES = {
     "time": "xsd:time",
 }
 TEXT_TYPES = {"string", "textarea", "picklist", "multipicklist", "email", "phone", "url", "id", "reference"}
-NUMBER_TYPES = {"int", "double", "currency", "percent"}
-SYSTEM_FIELDS = (
-    "Id",
-    "IsDeleted",
-    "CreatedDate",
-    "CreatedById",
-    "LastModifiedDate",
-    "LastModifiedById",
-    "SystemModstamp",
-)
 
 
 @dataclass
@@ -777,7 +767,6 @@ class Org:
     def __init__(self, spec: dict[str, Any] | None = None) -> None:
         spec = spec or {}
         self.objects: dict[str, ObjectDef] = {}
-        self.child_names: dict[tuple[str, str], str] = {}
         for name, (label, prefix, builder) in STANDARD_OBJECTS.items():
             fields = {f.name: f for f in builder()}
             self.objects[name] = ObjectDef(name=name, label=label, key_prefix=prefix, fields=fields)

@@ -21,35 +21,15 @@ from ..compat import AirflowFailException, mask_secret
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-EXTRA_FIELDS = frozenset(
-    {
-        "auth_type",
-        "client_id",
-        "client_secret",
-        "private_key",
-        "private_key_file",
-        "refresh_token",
-        "login_url",
-        "instance_url",
-        "api_version",
-        "connect_timeout",
-        "read_timeout",
-        "verify_tls",
-        "allow_insecure",
-        "allowed_hosts",
-        "jwt_audience",
-        "min_remaining_api_percent",
-        "access_token",
-        "max_attempts",
-        "max_retry_seconds",
-    }
-)
-
 
 def _connection_type() -> dict[str, Any]:
     from ..get_provider_info import get_provider_info
 
     return dict(get_provider_info()["connection-types"][0])
+
+
+#: The extra fields this provider reads: exactly the connection form's declared fields.
+EXTRA_FIELDS = frozenset(_connection_type()["conn-fields"])
 
 
 def _mask(secret: str) -> None:

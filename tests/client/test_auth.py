@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -328,7 +327,7 @@ def test_sessions_are_shared_per_connection_in_a_process(config: ClientConfig, f
     assert fresh_org.counters()["token_calls"] - before == 1
 
 
-def test_config_repr_hides_secrets(tmp_path: Path) -> None:
+def test_config_repr_hides_secrets() -> None:
     config = ClientConfig(
         auth_type="password",
         client_id="cid",

@@ -174,6 +174,7 @@ class CompiledQuery:
     include_deleted: bool = False
     alias: str = "t0"
     select_exprs: str = ""
+    selects: list[str] = field(default_factory=list)  # the select list, one SQL expression per entry
     from_sql: str = ""
     column_index: list[int] = field(default_factory=list)  # SQL row position of each entry of ``columns``
     fk_index: int = -1  # child subqueries: position of the foreign key to the parent
@@ -286,7 +287,7 @@ class Compiler:
             raise self._syntax_error(exc) from None
         query = tree.children[0]
         assert isinstance(query, Tree)
-        return self._query(query, parent_scope=None)
+        return self._query(query)
 
     def _syntax_error(self, exc: UnexpectedInput) -> SoqlError:
         pos = (exc.line if exc.line and exc.line > 0 else 1, exc.column if exc.column and exc.column > 0 else 1)
@@ -320,7 +321,7 @@ class Compiler:
             )
         return obj
 
-    def _query(self, query: Tree, parent_scope: _Scope | None, child_of: ObjectDef | None = None) -> CompiledQuery:
+    def _query(self, query: Tree, child_of: ObjectDef | None = None) -> CompiledQuery:
         clauses = self._clauses(query)
         from_clause = clauses["from_clause"]
         rel = None
@@ -385,6 +386,7 @@ class Compiler:
         if "order_clause" in clauses:
             cq.order_sql = self._order(scope, clauses["order_clause"], cq)
         cq.root.finish()
+        cq.selects = list(scope.select)
         cq.select_exprs = ", ".join(scope.select)
         cq.from_sql = f"FROM {obj.table} {scope.root_alias} " + " ".join(scope.join_sql)
         cq.sql_select = f"SELECT {cq.select_exprs} {cq.from_sql}"
@@ -394,9 +396,7 @@ class Compiler:
 
     # select lists ------------------------------------------------------------------------------
 
-    def _field_path(
-        self, scope: _Scope, path: Tree, *, for_select: bool
-    ) -> tuple[str, FieldDef, list[str], list[tuple[str, _Join]]]:
+    def _field_path(self, scope: _Scope, path: Tree) -> tuple[str, FieldDef, list[str], list[tuple[str, _Join]]]:
         """Resolve a dotted path; returns (sql expr, field, canonical names, joins along the way)."""
         names = _path_names(path)
         pos = _pos(path)
@@ -480,7 +480,7 @@ class Compiler:
                     cq.column_index.append(idx)
                 continue
             path = item.children[0]
-            expr, f, canonical, joins = self._field_path(scope, path, for_select=True)
+            expr, f, canonical, joins = self._field_path(scope, path)
             dotted = ".".join(canonical)
             if dotted.lower() in seen:
                 raise self.malformed(_pos(path), f"duplicate field selected: {dotted}")
@@ -512,7 +512,7 @@ class Compiler:
         return fields
 
     def _child(self, scope: _Scope, cq: CompiledQuery, item: Tree) -> None:
-        child_cq = self._query(item.children[0], scope, child_of=scope.obj)
+        child_cq = self._query(item.children[0], child_of=scope.obj)
         rel_name = str(self._clauses(item.children[0])["from_clause"].children[1])
         rel = scope.obj.child_relationship(rel_name)
         assert rel is not None
@@ -529,7 +529,7 @@ class Compiler:
             for operand in clauses["group_clause"].children[2:]:
                 if operand.data != "path":
                     raise self.malformed(_pos(operand), "GROUP BY on functions is not supported by the emulator")
-                expr, f, canonical, _ = self._field_path(scope, operand, for_select=False)
+                expr, f, canonical, _ = self._field_path(scope, operand)
                 groups.append(expr)
                 group_fields[".".join(canonical).lower()] = (expr, f)
         cq.group_sql = ", ".join(groups)
@@ -558,7 +558,7 @@ class Compiler:
             if item.data != "field_item":
                 raise self.malformed(_pos(item), "Nested queries are not supported in aggregate queries")
             path = item.children[0]
-            expr, f, canonical, _ = self._field_path(scope, path, for_select=True)
+            expr, f, canonical, _ = self._field_path(scope, path)
             if ".".join(canonical).lower() not in group_fields:
                 raise self.malformed(_pos(path), f"Field must be grouped or aggregated: {f.name}")
             alias = _alias(item)
@@ -576,7 +576,7 @@ class Compiler:
             raise self.malformed(_pos(func), f"unexpected token: '{func.children[0]}'")
         if arg is None or arg.data != "path":
             raise self.malformed(_pos(func), f"{fname} requires a field argument")
-        expr, f, _, _ = self._field_path(scope, arg, for_select=False)
+        expr, f, _, _ = self._field_path(scope, arg)
         if fname in ("SUM", "AVG") and f.type not in ("int", "double", "currency", "percent"):
             raise self.malformed(_pos(arg), f"field {f.name} does not support aggregate operator {fname}")
         sql = {
@@ -602,7 +602,7 @@ class Compiler:
                 sql, f = self._agg_sql(scope, operand)
                 return sql, (f if fname in ("MIN", "MAX", "SUM", "AVG") else None)
             raise self.malformed(_pos(operand), f"unexpected token: '{operand.children[0]}'")
-        expr, f, _, _ = self._field_path(scope, operand, for_select=False)
+        expr, f, _, _ = self._field_path(scope, operand)
         return expr, f
 
     def _condition(self, scope: _Scope, cond: Tree, params: list[Any], having: bool) -> str:
@@ -666,7 +666,7 @@ class Compiler:
         raise self.malformed(_pos(cond), f"unexpected condition {kind}")
 
     def _semi_join(self, query: Tree, operand: Tree) -> tuple[str, list[Any]]:
-        sub = self._query(query, parent_scope=None)
+        sub = self._query(query)
         if sub.aggregate or sub.children or len(sub.columns) != 1:
             raise self.malformed(_pos(operand), "Semi join sub-selects must select exactly one Id or reference field")
         col_name, col_field = sub.columns[0]
