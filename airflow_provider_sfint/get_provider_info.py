@@ -154,8 +154,18 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_sfint.hooks.salesforce"],
             }
         ],
-        "operators": [],
+        "operators": [
+            {
+                "integration-name": "Salesforce (sfint)",
+                "python-modules": ["airflow_provider_sfint.operators.bulk_query"],
+            }
+        ],
         "sensors": [],
-        "triggers": [],
-        "extra-links": [],
+        "triggers": [
+            {
+                "integration-name": "Salesforce (sfint)",
+                "python-modules": ["airflow_provider_sfint.triggers.bulk"],
+            }
+        ],
+        "extra-links": ["airflow_provider_sfint.links.SalesforceJobLink"],
     }

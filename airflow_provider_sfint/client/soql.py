@@ -92,3 +92,120 @@ def soql(template: str, /, **values: Any) -> str:
             raise KeyError(f"no value for placeholder {{{name}}}")
         out.append(literal(values[name]))
     return "".join(out)
+
+
+# --- reading a query's shape (top level only: literals and parenthesised subqueries are skipped) ------
+
+_WRAPPERS = frozenset({"tolabel", "convertcurrency", "format"})
+
+
+def _top_level(query: str) -> list[tuple[int, str]]:
+    """(position, upper-cased word) of each word outside string literals and parentheses."""
+    words: list[tuple[int, str]] = []
+    depth, i, n = 0, 0, len(query)
+    while i < n:
+        ch = query[i]
+        if ch == "'":
+            i += 1
+            while i < n and query[i] != "'":
+                i += 2 if query[i] == "\\" else 1
+            i += 1
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and (ch.isalpha() or ch == "_"):
+            start = i
+            while i < n and (query[i].isalnum() or query[i] in "_."):
+                i += 1
+            words.append((start, query[start:i].upper()))
+            continue
+        i += 1
+    return words
+
+
+def _clause_at(words: list[tuple[int, str]], k: int) -> str | None:
+    word = words[k][1]
+    nxt = words[k + 1][1] if k + 1 < len(words) else ""
+    if word in ("GROUP", "ORDER") and nxt == "BY":
+        return f"{word} BY"
+    if word == "ALL" and nxt == "ROWS":
+        return "ALL ROWS"
+    return word if word in ("WHERE", "WITH", "LIMIT", "OFFSET", "FOR", "UPDATE") else None
+
+
+def _split_top(text: str) -> list[str]:
+    parts, depth, start, quoted = [], 0, 0, False
+    for i, ch in enumerate(text):
+        if ch == "'" and (i == 0 or text[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+        elif not quoted and depth == 0 and ch == ",":
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def query_shape(query: str) -> tuple[list[str], str]:
+    """The selected columns (as Bulk CSV names them) and the object after FROM.
+
+    ``toLabel(Status)`` and ``convertCurrency(Amount)`` name their column after the field. Raises
+    ``ValueError`` for text that is not a ``SELECT ... FROM ...`` query.
+    """
+    words = _top_level(query)
+    select = next((p for p, w in words if w == "SELECT"), None)
+    found = next(((p, k) for k, (p, w) in enumerate(words) if w == "FROM"), None)
+    if select is None or found is None:
+        raise ValueError("SOQL must have the form SELECT <fields> FROM <object> ...")
+    from_pos, k = found
+    if k + 1 >= len(words):
+        raise ValueError("SOQL has no object name after FROM")
+    columns = []
+    for item in _split_top(query[select + 6 : from_pos]):
+        name = item.split()[0] if "(" not in item else item
+        if "(" in name:
+            fn, _, inner = name.partition("(")
+            inner = inner.rstrip(") ").strip()
+            if fn.strip().lower() not in _WRAPPERS or "(" in inner or " " in inner:
+                columns.append(item)  # reported by the caller or by Salesforce as unsupported
+                continue
+            name = inner
+        columns.append(name)
+    position, word = words[k + 1]
+    return columns, query[position : position + len(word)]
+
+
+def add_window(query: str, field: str, start: datetime, end: datetime) -> str:
+    """``query`` restricted to ``start <= field < end``, combined with any WHERE it already has.
+
+    The window is half-open, so consecutive windows neither overlap nor leave gaps; both ends are
+    floored to whole seconds (SOQL datetime literals have no finer unit in every version) which keeps
+    that property. The existing condition is parenthesised, so its ORs cannot escape the window.
+    """
+    field_name(field)
+    if end <= start:
+        raise ValueError(f"the window for {field} is empty: end {end.isoformat()} <= start {start.isoformat()}")
+    lo, hi = (format_datetime(v.replace(microsecond=0)) for v in (start, end))
+    window = f"{field} >= {lo} AND {field} < {hi}"
+    words = _top_level(query)
+    from_index = next((k for k, (_, w) in enumerate(words) if w == "FROM"), None)
+    if from_index is None:
+        raise ValueError("SOQL must have the form SELECT <fields> FROM <object> ...")
+    where_at: int | None = None
+    end_at = len(query.rstrip())
+    for k in range(from_index + 2, len(words)):
+        clause = _clause_at(words, k)
+        if clause == "WHERE" and where_at is None:
+            where_at = words[k][0]
+        elif clause is not None and clause != "WHERE":
+            end_at = words[k][0]
+            break
+    if where_at is None:
+        return f"{query[:end_at].rstrip()} WHERE {window} {query[end_at:]}".rstrip()
+    condition = query[where_at + 5 : end_at].strip()
+    return f"{query[:where_at]}WHERE ({condition}) AND {window} {query[end_at:]}".rstrip()

@@ -518,6 +518,13 @@ class Bulk:
             "Sforce-NumberOfRecords": str(end - start),
             "Sforce-Locator": encode_locator(end) if end < job.rows else "null",
         }
+        faults = self.em.faults.result_faults(req.method, "/" + req.path)
+        if "result_no_locator" in faults:
+            del headers["Sforce-Locator"]
+        if "result_repeat_locator" in faults and end < job.rows:
+            headers["Sforce-Locator"] = encode_locator(start)  # points back at this very page
+        if "result_short_page" in faults and end - start > 1:
+            last = job.offsets[end - 1]  # the page ends one record early, with a well-formed body
         return Resp(
             200,
             None,

@@ -12,7 +12,20 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("503", "500", "429", "drop", "latency", "lock_row", "request_limit")
+KINDS = (
+    "503",
+    "500",
+    "429",
+    "drop",
+    "latency",
+    "lock_row",
+    "request_limit",
+    "result_no_locator",
+    "result_repeat_locator",
+    "result_short_page",
+)
+#: Faults applied by the Bulk query results handler, not by the request pipeline.
+RESULT_KINDS = frozenset({"result_no_locator", "result_repeat_locator", "result_short_page"})
 
 
 @dataclass
@@ -83,7 +96,11 @@ class Faults:
     def request_faults(self, method: str, path: str) -> list[FaultRule]:
         """The request-level faults that fire for this request (record-level ones excluded)."""
         with self._lock:
-            return [r for r in self.rules if r.kind != "lock_row" and r.matches(method, path) and self._fire(r)]
+            return [
+                r
+                for r in self.rules
+                if r.kind != "lock_row" and r.kind not in RESULT_KINDS and r.matches(method, path) and self._fire(r)
+            ]
 
     def lock_fault(self, method: str, path: str) -> bool:
         """Whether one record written by this request fails with UNABLE_TO_LOCK_ROW."""
@@ -91,6 +108,13 @@ class Faults:
             return False
         with self._lock:
             return any(r.kind == "lock_row" and r.matches(method, path) and self._fire(r) for r in self.rules)
+
+    def result_faults(self, method: str, path: str) -> set[str]:
+        """The Bulk query result faults that fire for this results request."""
+        if not self.rules:
+            return set()
+        with self._lock:
+            return {r.kind for r in self.rules if r.kind in RESULT_KINDS and r.matches(method, path) and self._fire(r)}
 
     def as_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "rules": [r.as_dict() for r in self.rules]}

@@ -1,0 +1,482 @@
+"""Bulk API 2.0: job lifecycle (create, wait, abort, delete) and query result pages.
+
+Requests are built by plain functions shared by the sync :class:`Bulk2` and the async helpers used by
+triggers. Result pages come from ``resultPages`` (API 58+, several at once) or from the locator walk,
+and every page is checked before anyone sees its rows: ``Sforce-NumberOfRecords`` must match the rows
+parsed, a missing or repeated locator is an error (several peers loop forever on those), and a page
+that arrives short is fetched again from its own URL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from queue import Full, Queue
+from typing import Any, TypeVar
+
+import httpx
+
+from .auth import ClientConfig
+from .errors import NotFoundError, SalesforceError
+from .rest import AsyncSalesforceClient, SalesforceClient
+from .transport import ApiRequest
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KINDS = ("query", "ingest")
+ACTIVE_STATES = frozenset({"Open", "UploadComplete", "InProgress"})
+TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
+RESULT_PAGES_MIN_VERSION = 58.0
+POLL_START, POLL_CAP, POLL_FACTOR = 2.0, 30.0, 1.5
+
+
+class BulkJobError(SalesforceError):
+    """A Bulk job ended Failed or Aborted, or could not be used.
+
+    :param job_id: the job
+    :param state: its last known state
+    :param job_message: Salesforce's ``errorMessage`` for the job, when it gave one
+    """
+
+    def __init__(self, message: str, *, job_id: str, state: str | None = None, job_message: str | None = None) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.job_message = job_message
+        super().__init__(message)
+
+    @property
+    def is_timeout(self) -> bool:
+        """Salesforce gave up on the query (too slow or retried too often): a smaller window may pass."""
+        text = (self.job_message or "").upper()
+        return "QUERY_TIMEOUT" in text or "RETRIED MORE THAN" in text
+
+
+class BulkJobTimeout(BulkJobError):
+    """The job did not finish within the caller's timeout (the job itself is left as it was)."""
+
+
+class ResultIntegrityError(SalesforceError):
+    """Result pages do not add up: a row count, locator or total disagrees with what Salesforce said."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """The fields of a Bulk 2.0 job that callers act on; ``raw`` keeps the whole answer."""
+
+    id: str
+    kind: str
+    state: str
+    operation: str
+    object: str
+    api_version: str
+    records_processed: int
+    records_failed: int
+    error_message: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, kind: str, body: dict[str, Any]) -> JobInfo:
+        version = body.get("apiVersion")
+        return cls(
+            id=str(body["id"]),
+            kind=kind,
+            state=str(body.get("state", "")),
+            operation=str(body.get("operation", "")),
+            object=str(body.get("object", "")),
+            api_version=f"{float(version):.1f}" if version not in (None, "") else "",
+            records_processed=int(body.get("numberRecordsProcessed") or 0),
+            records_failed=int(body.get("numberRecordsFailed") or 0),
+            error_message=body.get("errorMessage") or None,
+            raw=dict(body),
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "JobComplete"
+
+    def error(self) -> BulkJobError:
+        detail = f": {self.error_message}" if self.error_message else ""
+        return BulkJobError(
+            f"Bulk {self.kind} job {self.id} on {self.object or '?'} ended {self.state}{detail}",
+            job_id=self.id,
+            state=self.state,
+            job_message=self.error_message,
+        )
+
+
+@dataclass(frozen=True)
+class ResultPage:
+    """One page of query results, received whole and checked (its rows are handed over separately).
+
+    :param index: its position in the result (0-based)
+    :param url: where it was fetched from (fetching it again gives the same rows)
+    :param records: ``Sforce-NumberOfRecords``
+    :param next_locator: ``Sforce-Locator`` (``None`` on the last page)
+    :param wire_bytes: bytes on the wire (compressed when gzip was used)
+    :param csv_bytes: bytes of CSV after decompression
+    """
+
+    index: int
+    url: str
+    records: int
+    next_locator: str | None
+    wire_bytes: int
+    csv_bytes: int
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"Bulk job kind must be one of {KINDS}, got {kind!r}")
+    return kind
+
+
+def _check_id(job_id: str) -> str:
+    if not job_id or not job_id.isalnum():
+        raise ValueError(f"{job_id!r} is not a Bulk job id")
+    return job_id
+
+
+def jobs_path(config: ClientConfig, kind: str, *parts: str) -> str:
+    return "/".join([f"/services/data/v{config.version}/jobs/{_check_kind(kind)}", *parts])
+
+
+def create_query_request(config: ClientConfig, soql: str, include_deleted: bool) -> ApiRequest:
+    body = {
+        "operation": "queryAll" if include_deleted else "query",
+        "query": soql,
+        "contentType": "CSV",
+        "columnDelimiter": "COMMA",
+        "lineEnding": "LF",
+    }
+    return ApiRequest("POST", jobs_path(config, "query"), json=body)
+
+
+def job_info_request(config: ClientConfig, kind: str, job_id: str) -> ApiRequest:
+    return ApiRequest("GET", jobs_path(config, kind, _check_id(job_id)))
+
+
+def abort_request(config: ClientConfig, kind: str, job_id: str) -> ApiRequest:
+    return ApiRequest("PATCH", jobs_path(config, kind, _check_id(job_id)), json={"state": "Aborted"}, idempotent=True)
+
+
+def delete_request(config: ClientConfig, kind: str, job_id: str) -> ApiRequest:
+    return ApiRequest("DELETE", jobs_path(config, kind, _check_id(job_id)))
+
+
+def poll_delays(start: float = POLL_START, cap: float = POLL_CAP, factor: float = POLL_FACTOR) -> Iterator[float]:
+    """Capped exponential polling: 2 s, 3 s, 4.5 s, ... up to 30 s, for as long as the job lives."""
+    delay = start
+    while True:
+        yield delay
+        delay = min(cap, delay * factor)
+
+
+def job_link(instance_url: str, job_id: str) -> str:
+    """The job's page in Setup (Bulk Data Load Jobs)."""
+    return f"{instance_url.rstrip('/')}/lightning/setup/AsyncApiJobStatus/page?address=%2F{job_id}"
+
+
+def _page_headers(response: httpx.Response, url: str) -> tuple[int, str | None]:
+    count = response.headers.get("Sforce-NumberOfRecords")
+    if count is None or not count.strip().isdigit():
+        raise ResultIntegrityError(f"result page {url} has no valid Sforce-NumberOfRecords header ({count!r})")
+    locator = response.headers.get("Sforce-Locator")
+    if locator is None:
+        raise ResultIntegrityError(
+            f"result page {url} has no Sforce-Locator header; cannot tell whether more pages follow, "
+            "so stopping here would risk silently dropping rows"
+        )
+    return int(count), None if locator.strip() in ("", "null") else locator.strip()
+
+
+def _results_url(config: ClientConfig, job_id: str, locator: str | None, page_size: int | None) -> str:
+    params = {}
+    if locator:
+        params["locator"] = locator
+    if page_size:
+        params["maxRecords"] = str(page_size)
+    query = str(httpx.QueryParams(params))
+    return jobs_path(config, "query", job_id, "results") + (f"?{query}" if query else "")
+
+
+class Bulk2:
+    """Bulk API 2.0 on a :class:`SalesforceClient` (same session, retries, limits and call count)."""
+
+    def __init__(self, client: SalesforceClient) -> None:
+        self.client = client
+        self.config = client.config
+
+    def _send(self, request: ApiRequest) -> httpx.Response:
+        return self.client.transport.send(request)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def create_query_job(self, soql: str, *, include_deleted: bool = False) -> JobInfo:
+        """Create a query job. Salesforce rejects bad SOQL here (400) or fails the job later; both raise."""
+        return JobInfo.parse("query", self._send(create_query_request(self.config, soql, include_deleted)).json())
+
+    def job_info(self, kind: str, job_id: str) -> JobInfo:
+        return JobInfo.parse(kind, self._send(job_info_request(self.config, kind, job_id)).json())
+
+    def wait(
+        self,
+        kind: str,
+        job_id: str,
+        *,
+        poll_interval: float = POLL_START,
+        max_poll_interval: float = POLL_CAP,
+        timeout: float | None = None,
+        on_poll: Callable[[JobInfo], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> JobInfo:
+        """Poll until the job is JobComplete (returned), Failed or Aborted (raised), or ``timeout`` passes.
+
+        No cap on the job's lifetime unless ``timeout`` is given: long jobs are normal.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for delay in poll_delays(poll_interval, max(poll_interval, max_poll_interval)):
+            info = self.job_info(kind, job_id)
+            if on_poll is not None:
+                on_poll(info)
+            if info.succeeded:
+                return info
+            if info.state in TERMINAL_STATES:
+                raise info.error()
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise BulkJobTimeout(
+                    f"Bulk {kind} job {job_id} is still {info.state} after {timeout:g} s (the job keeps running)",
+                    job_id=job_id,
+                    state=info.state,
+                )
+            sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def abort(self, kind: str, job_id: str) -> JobInfo | None:
+        """Abort a job that is still open or running; returns None when it had already ended."""
+        try:
+            return JobInfo.parse(kind, self._send(abort_request(self.config, kind, job_id)).json())
+        except SalesforceError as exc:
+            if exc.status in (400, 404, 409):  # already terminal, or gone
+                log.info("Bulk %s job %s not aborted: %s", kind, job_id, exc.message)
+                return None
+            raise
+
+    def delete(self, kind: str, job_id: str) -> None:
+        try:
+            self._send(delete_request(self.config, kind, job_id))
+        except NotFoundError:
+            pass
+
+    # --- query results ------------------------------------------------------------------------------
+
+    def result_page_urls(self, job: JobInfo, page_size: int | None = None) -> Iterator[str]:
+        """Result URLs from ``resultPages`` (5 per call), in order; raises on a repeated URL.
+
+        Reads ``nextRecordsUrl`` and the ``nextRecordUrl`` spelling of one documentation table.
+        """
+        params = f"?maxRecords={page_size}" if page_size else ""
+        url: str | None = jobs_path(self.config, "query", _check_id(job.id), "resultPages") + params
+        seen_links: set[str] = set()
+        seen_pages: set[str] = set()
+        while url:
+            if url in seen_links:
+                raise ResultIntegrityError(f"resultPages for job {job.id} links back to {url}; refusing to loop")
+            seen_links.add(url)
+            body = self._send(ApiRequest("GET", url)).json()
+            for entry in body.get("resultPages") or []:
+                page_url = str(entry["resultUrl"])
+                if page_url in seen_pages:
+                    raise ResultIntegrityError(f"resultPages for job {job.id} lists {page_url} twice")
+                seen_pages.add(page_url)
+                yield page_url
+            done = bool(body.get("done", True))
+            url = body.get("nextRecordsUrl") or body.get("nextRecordUrl")
+            if done:
+                break
+            if not url:
+                raise ResultIntegrityError(f"resultPages for job {job.id} says done=false without a next link")
+
+    def supports_result_pages(self) -> bool:
+        return float(self.config.version) >= RESULT_PAGES_MIN_VERSION
+
+    def fetch_page(self, url: str, index: int, parse: Callable[[bytes], tuple[T, int]]) -> tuple[ResultPage, T]:
+        """GET one result page whole and parse it; a page that does not parse or whose row count differs
+        from ``Sforce-NumberOfRecords`` is fetched again (twice) before :class:`ResultIntegrityError`.
+
+        ``parse`` returns the parsed page and its row count; the returned page keeps no body.
+        """
+        problem = ""
+        for attempt in range(3):
+            response = self._send(ApiRequest("GET", url, headers={"Accept": "text/csv"}))
+            records, locator = _page_headers(response, url)
+            wire = int(response.headers.get("Content-Length") or len(response.content))
+            page = ResultPage(index, url, records, locator, wire, len(response.content))
+            try:
+                parsed, rows = parse(response.content)
+            except Exception as exc:  # a cut CSV does not parse: fetch it again
+                problem = f"did not parse ({str(exc)[:200]})"
+            else:
+                if rows == records:
+                    return page, parsed
+                problem = f"had {rows} rows where Sforce-NumberOfRecords said {records}"
+            del response
+            log.warning("result page %d (%s) %s; fetching it again (attempt %d)", index, url, problem, attempt + 2)
+        raise ResultIntegrityError(f"result page {index} ({url}) {problem}, three times; giving up")
+
+    def locator_walk(
+        self,
+        job: JobInfo,
+        page_size: int | None,
+        parse: Callable[[bytes], tuple[T, int]],
+        *,
+        locator: str | None = None,
+        index: int = 0,
+    ) -> Iterator[tuple[ResultPage, T]]:
+        """Pages one after another by ``Sforce-Locator`` (any API version), optionally from a saved
+        ``locator``; a repeated locator raises instead of looping."""
+        seen: set[str] = set()
+        while True:
+            page, parsed = self.fetch_page(_results_url(self.config, job.id, locator, page_size), index, parse)
+            yield page, parsed
+            if page.next_locator is None:
+                return
+            if page.next_locator in seen or page.next_locator == locator:
+                raise ResultIntegrityError(
+                    f"job {job.id} returned locator {page.next_locator} twice; refusing to loop over the same pages"
+                )
+            seen.add(page.next_locator)
+            locator = page.next_locator
+            index += 1
+
+    def download(
+        self,
+        job: JobInfo,
+        parse: Callable[[bytes], tuple[T, int]],
+        *,
+        page_size: int | None = None,
+        parallel: int = 4,
+        start_page: int = 0,
+        locator: str | None = None,
+    ) -> Iterator[tuple[ResultPage, T]]:
+        """Every result page of a JobComplete query job, parsed, in order, from ``start_page`` on.
+
+        With ``resultPages`` (API 58+) up to ``parallel`` pages are fetched and parsed at once; below
+        58, or where the org does not offer it, pages follow the locator chain (from ``locator`` when
+        resuming) with the next page fetched while the caller writes the current one. At most
+        ``parallel`` parsed pages are held, so memory is bounded by ``parallel x page size``. The
+        total is checked against the job's ``numberRecordsProcessed`` at the end.
+        """
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, got {parallel}")
+        if not job.succeeded:
+            raise BulkJobError(f"job {job.id} is {job.state}, not JobComplete", job_id=job.id, state=job.state)
+        pages: Iterator[tuple[ResultPage, T]] | None = None
+        if self.supports_result_pages() and locator is None:
+            urls = self.result_page_urls(job, page_size)
+            try:
+                first = next(urls, None)
+            except NotFoundError:
+                log.info("resultPages is not available here; following the locator chain")
+            else:
+                all_urls = itertools.chain([] if first is None else [first], urls)
+                pages = _ordered_parallel(
+                    ((i, u) for i, u in enumerate(all_urls) if i >= start_page),
+                    lambda item: self.fetch_page(item[1], item[0], parse),
+                    parallel,
+                )
+        if pages is None:
+            if start_page and locator is None:
+                raise ValueError("resuming a locator walk needs the locator of the first page to fetch")
+            pages = _prefetch(self.locator_walk(job, page_size, parse, locator=locator, index=start_page), parallel)
+        total = 0
+        try:
+            for page, parsed in pages:
+                total += page.records
+                yield page, parsed
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+        if start_page == 0 and total != job.records_processed:
+            raise ResultIntegrityError(
+                f"job {job.id} reported {job.records_processed} records but its result pages hold {total}"
+            )
+
+
+def _ordered_parallel(
+    items: Iterator[tuple[int, str]], work: Callable[[tuple[int, str]], tuple[ResultPage, T]], parallel: int
+) -> Iterator[tuple[ResultPage, T]]:
+    """Run ``work`` on up to ``parallel`` items at once and yield the results in input order."""
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="sfint-page") as pool:
+        window: deque[Future[tuple[ResultPage, T]]] = deque()
+        try:
+            for item in items:
+                window.append(pool.submit(work, item))
+                if len(window) >= parallel:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:
+                future.cancel()
+
+
+def _prefetch(source: Iterator[tuple[ResultPage, T]], depth: int) -> Iterator[tuple[ResultPage, T]]:
+    """Pull ``source`` in a thread, at most ``depth`` items ahead of the consumer."""
+    queue: Queue[tuple[str, Any]] = Queue(maxsize=max(1, depth - 1))
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        queue.put(("item", item), timeout=0.2)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put(("error", exc))
+
+    thread = threading.Thread(target=pump, name="sfint-locator-walk", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
+# --- async (triggers) ------------------------------------------------------------------------------------
+
+
+async def ajob_info(client: AsyncSalesforceClient, kind: str, job_id: str) -> JobInfo:
+    response = await client.transport.asend(job_info_request(client.config, kind, job_id))
+    return JobInfo.parse(kind, response.json())
+
+
+async def aabort(client: AsyncSalesforceClient, kind: str, job_id: str) -> None:
+    try:
+        await client.transport.asend(abort_request(client.config, kind, job_id))
+    except SalesforceError as exc:
+        if exc.status not in (400, 404, 409):
+            raise

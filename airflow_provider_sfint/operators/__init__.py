@@ -1,0 +1,1 @@
+"""Operators: thin glue from parameters and context to client calls."""

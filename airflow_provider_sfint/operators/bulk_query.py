@@ -1,0 +1,445 @@
+"""SalesforceBulkQueryOperator: SOQL to Parquet, CSV or JSONL on any ObjectStoragePath through Bulk API 2.0."""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, ResumableJobMixin, conf
+
+from ..client.arrowio import FORMATS, ColumnResolver, CsvParser, QueryOutput
+from ..client.bulk2 import Bulk2, BulkJobError, JobInfo, job_link
+from ..client.errors import NotFoundError, QueryError, SalesforceError
+from ..client.soql import add_window, query_shape
+from ..compat import AirflowFailException
+from ..hooks.salesforce import SalesforceHook
+from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
+from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
+
+PROGRESS_EVERY = 10.0
+PROGRESS_KEY = "sfint_bulk_query_progress"
+MAX_PAGE_SIZE = 1_000_000
+
+
+class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
+    """Run a SOQL query as a Bulk API 2.0 query job and write its rows, typed from describe, to ``output``.
+
+    Pages are fetched in parallel (``resultPages``, API 58+) and streamed through pyarrow; memory is
+    bounded by ``parallel_pages x page_size`` rows, never by the result. Output is committed under its
+    final name only when every page has arrived and every count agrees. The job id is stored before
+    any wait (Airflow 3.3's ``task_state_store``), so a retried task re-attaches to its job.
+
+    :param soql: the query (templated; ``.soql`` / ``.sql`` files are read)
+    :param output: an ObjectStoragePath or URL (``file://``, ``s3://``, ...): a file, or a directory for
+        part files when it ends with ``/`` (templated; kept as ``destination``, since ``BaseOperator.output``
+        is the task's XComArg)
+    :param format: ``parquet`` (default), ``csv`` or ``jsonl`` (templated)
+    :param include_deleted: queryAll: include soft-deleted and archived rows
+    :param incremental_field: a datetime field (for example ``SystemModstamp``); restricts the query to
+        ``data_interval_start <= field < data_interval_end`` combined with any WHERE (templated)
+    :param page_size: rows per result page (``maxRecords``); Salesforce's default when None
+    :param parallel_pages: result pages fetched at once (``resultPages``), default 4
+    :param typed: type columns from describe (default); False writes every column as text
+    :param part_size: rows per part file in a directory output (default 1,000,000)
+    :param delete_job_on_success: delete the job (and its stored results) after the output is committed
+    :param poll_interval: first delay between job status checks, seconds (grows to 30 s)
+    :param timeout: give up waiting for the job after this many seconds (None: as long as the job lives)
+    :param deferrable: wait in the triggerer instead of on a worker
+    :param min_remaining_api_percent: refuse to start when less of the daily API allowance remains
+    :param max_split_depth: how many times a timed-out window may be halved (with ``incremental_field``)
+    :param sfint_conn_id: the Salesforce connection
+    """
+
+    template_fields: Sequence[str] = ("soql", "destination", "format", "incremental_field", "sfint_conn_id")
+    template_ext: Sequence[str] = (".soql", ".sql")
+    template_fields_renderers = {"soql": "sql"}
+    operator_extra_links = (SalesforceJobLink(),)
+    ui_color = "#e1f1fb"
+    external_id_key = "sfint_bulk_query_job"
+
+    def __init__(
+        self,
+        *,
+        soql: str,
+        output: str | ObjectStoragePath,
+        format: str = "parquet",
+        include_deleted: bool = False,
+        incremental_field: str | None = None,
+        page_size: int | None = None,
+        parallel_pages: int = 4,
+        typed: bool = True,
+        part_size: int | None = None,
+        delete_job_on_success: bool = False,
+        poll_interval: float = 2.0,
+        timeout: float | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        min_remaining_api_percent: float | None = None,
+        max_split_depth: int = 4,
+        sfint_conn_id: str = SalesforceHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if page_size is not None and not 1 <= int(page_size) <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        if not 1 <= int(parallel_pages) <= 32:
+            raise ValueError(f"parallel_pages must be between 1 and 32, got {parallel_pages}")
+        if part_size is not None and int(part_size) < 1:
+            raise ValueError(f"part_size must be a positive number of rows, got {part_size}")
+        if float(poll_interval) <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+        if timeout is not None and float(timeout) <= 0:
+            raise ValueError(f"timeout must be positive seconds or None, got {timeout}")
+        if min_remaining_api_percent is not None and not 0 <= float(min_remaining_api_percent) < 100:
+            raise ValueError(f"min_remaining_api_percent must be in [0, 100), got {min_remaining_api_percent}")
+        if not 0 <= int(max_split_depth) <= 10:
+            raise ValueError(f"max_split_depth must be between 0 and 10, got {max_split_depth}")
+        self.soql = soql
+        # BaseOperator.output is the XComArg of the task's return value; the location lives here.
+        self.destination = output
+        self.format = format
+        self.include_deleted = include_deleted
+        self.incremental_field = incremental_field
+        self.page_size = page_size
+        self.parallel_pages = int(parallel_pages)
+        self.typed = typed
+        self.part_size = part_size
+        self.delete_job_on_success = delete_job_on_success
+        self.poll_interval = float(poll_interval)
+        self.timeout = None if timeout is None else float(timeout)
+        self.deferrable = deferrable
+        self.min_remaining_api_percent = min_remaining_api_percent
+        self.max_split_depth = int(max_split_depth)
+        self.sfint_conn_id = sfint_conn_id
+        self._running_job: str | None = None
+
+    # --- set-up -----------------------------------------------------------------------------------
+
+    @cached_property
+    def hook(self) -> SalesforceHook:
+        return SalesforceHook(sfint_conn_id=self.sfint_conn_id)
+
+    @cached_property
+    def bulk(self) -> Bulk2:
+        return Bulk2(self.hook.client)
+
+    @property
+    def _directory(self) -> bool:
+        return str(self.destination).endswith("/") or self.part_size is not None
+
+    def _output_path(self) -> Any:
+        return (
+            self.destination
+            if isinstance(self.destination, ObjectStoragePath)
+            else ObjectStoragePath(str(self.destination))
+        )
+
+    def _window_query(self, context: Any, start: datetime | None = None, end: datetime | None = None) -> str:
+        if not self.incremental_field:
+            return self.soql
+        start = start or context.get("data_interval_start")
+        end = end or context.get("data_interval_end")
+        if start is None or end is None:
+            raise AirflowFailException(
+                f"incremental_field={self.incremental_field!r} needs a data interval, and this run has none "
+                "(a manual run of a DAG without a schedule?); give the DAG a schedule or drop incremental_field"
+            )
+        try:
+            return add_window(self.soql, self.incremental_field, start, end)
+        except ValueError as exc:
+            raise AirflowFailException(f"incremental_field={self.incremental_field!r}: {exc}") from exc
+
+    def _schema(self, soql: str) -> Any:
+        cache = self.__dict__.setdefault("_schemas", {})
+        if soql not in cache:
+            cache[soql] = self._resolve_schema(soql)
+        return cache[soql]
+
+    def _resolve_schema(self, soql: str) -> Any:
+        import pyarrow as pa
+
+        try:
+            columns, obj = query_shape(soql)
+        except ValueError as exc:
+            raise AirflowFailException(f"soql: {exc}") from exc
+        bad = [c for c in columns if "(" in c]
+        if bad:
+            raise AirflowFailException(
+                f"soql selects {', '.join(bad)}: Bulk API 2.0 does not run aggregate functions, FIELDS() or "
+                "subqueries; select plain fields (child-to-parent paths such as Account.Name are fine), or use the "
+                "REST query (SalesforceHook().client.query) for aggregates"
+            )
+        if not self.typed:
+            return pa.schema([pa.field(c, pa.string()) for c in columns])
+        resolver = ColumnResolver(self.hook.client.describe)
+        try:
+            return resolver.schema(obj, columns)
+        except NotFoundError as exc:
+            raise AirflowFailException(f"soql: object {obj!r} does not exist or is not visible to this user") from exc
+        except ValueError as exc:
+            raise AirflowFailException(f"soql: {exc}{self._suggest(resolver, obj, str(exc))}") from exc
+
+    @staticmethod
+    def _suggest(resolver: ColumnResolver, obj: str, message: str) -> str:
+        word = message.split("'")[1] if "'" in message else ""
+        candidates = {str(f["name"]) for f in resolver.fields(obj).values()}
+        close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
+        return f"; did you mean {', '.join(close)}?" if close else ""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        self._started = time.monotonic()
+        soql = self._window_query(context)
+        if self.format not in FORMATS:
+            raise AirflowFailException(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        QueryOutput.check_writable(self._output_path(), self._directory)
+        if self.min_remaining_api_percent is not None:
+            self.hook.client.check_budget(self.min_remaining_api_percent, purpose=f"task {self.task_id}")
+        self._schema(soql)  # unknown objects and fields fail here, before a job exists
+        return dict(self.execute_resumable(context))
+
+    # --- ResumableJobMixin ------------------------------------------------------------------------
+
+    def submit_job(self, context: Any) -> str:
+        soql = self._window_query(context)
+        try:
+            job = self.bulk.create_query_job(soql, include_deleted=self.include_deleted)
+        except QueryError as exc:
+            raise AirflowFailException(f"Salesforce refused the query: {exc}") from exc
+        except SalesforceError as exc:
+            if exc.status == 400:
+                raise AirflowFailException(
+                    f"Salesforce refused the Bulk query job: {exc}. Bulk API 2.0 rejects GROUP BY, aggregates, "
+                    "OFFSET, TYPEOF, FIELDS() and parent-to-child subqueries"
+                ) from exc
+            raise
+        self._announce(context, job.id)
+        return job.id
+
+    def _announce(self, context: Any, job_id: str) -> None:
+        self._running_job = job_id
+        self.log.info("Bulk query job %s created on %s", job_id, self.hook.client.login())
+        ti = context.get("ti")
+        if ti is not None:
+            ti.xcom_push(key="sfint_job_id", value=job_id)
+            ti.xcom_push(key=JOB_URL_XCOM_KEY, value=job_link(self.hook.client.login(), job_id))
+
+    def get_job_status(self, external_id: Any, context: Any) -> str:
+        try:
+            return self.bulk.job_info("query", str(external_id)).state
+        except NotFoundError:
+            return "Deleted"
+
+    def is_job_active(self, status: str) -> bool:
+        return status in ("UploadComplete", "InProgress")
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == "JobComplete"
+
+    def poll_until_complete(self, external_id: Any, context: Any) -> None:
+        job_id = str(external_id)
+        self._running_job = job_id
+        if self.deferrable:
+            info = self.bulk.job_info("query", job_id)
+            if info.active:
+                end = None if self.timeout is None else time.time() + self.timeout
+                self.defer(
+                    trigger=SalesforceBulkJobTrigger(
+                        sfint_conn_id=self.sfint_conn_id,
+                        job_ids=[job_id],
+                        kind="query",
+                        poll_interval=self.poll_interval,
+                        end_time=end,
+                    ),
+                    method_name="execute_complete",
+                    kwargs={"job_id": job_id},
+                    timeout=None if self.timeout is None else timedelta(seconds=self.timeout + 60),
+                )
+            return
+        try:
+            self.bulk.wait(
+                "query", job_id, poll_interval=self.poll_interval, timeout=self.timeout, on_poll=self._polled
+            )
+        except BulkJobError as exc:
+            if not (exc.is_timeout and self.incremental_field and self.max_split_depth):
+                raise
+
+    def _polled(self, info: JobInfo) -> None:
+        self.log.info("Bulk query job %s: %s, %d records so far", info.id, info.state, info.records_processed)
+
+    def get_job_result(self, external_id: Any, context: Any) -> dict[str, Any]:
+        return self._collect(context, str(external_id))
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None, job_id: str = "") -> dict[str, Any]:
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+            raise SalesforceError(f"unexpected trigger event {event!r} for Bulk query job {job_id or '?'}")
+        # The event names its job (not every Airflow version hands the defer kwargs back).
+        job_id = job_id or str(next(iter(event.get("jobs") or {}), ""))
+        if not job_id:
+            raise SalesforceError(f"trigger event {event!r} names no Bulk query job")
+        self._started = time.monotonic()
+        status = event["status"]
+        if status == "timeout":
+            raise BulkJobError(f"Bulk query job {job_id} did not finish within {self.timeout} s", job_id=job_id)
+        if status == "cancelled":
+            raise BulkJobError(f"waiting for Bulk query job {job_id} was cancelled", job_id=job_id)
+        if status == "error":
+            error = BulkJobError(
+                f"Bulk query job {job_id} ended {event.get('state')}: {event.get('message')}",
+                job_id=job_id,
+                state=event.get("state"),
+                job_message=event.get("message"),
+            )
+            if not (error.is_timeout and self.incremental_field and self.max_split_depth):
+                raise error
+        return self._collect(context, job_id)
+
+    # --- results ----------------------------------------------------------------------------------
+
+    def _collect(self, context: Any, job_id: str) -> dict[str, Any]:
+        """Download the job's results (or, after a timeout, its window in halves) and commit the output."""
+        started = getattr(self, "_started", time.monotonic())
+        calls_before = self.hook.client.api_calls
+        soql = self._window_query(context)
+        schema = self._schema(soql)
+        store = context.get("task_state_store")
+        saved = store.get(PROGRESS_KEY) if store is not None else None
+        progress = saved if isinstance(saved, dict) and saved.get("job_id") == job_id and self._directory else {}
+        output = QueryOutput(
+            self._output_path(),
+            self.format,
+            schema,
+            directory=self._directory,
+            token=job_id,
+            part_rows=self.part_size or (1_000_000 if self._directory else None),
+            parts=progress.get("parts"),
+        )
+        if output.parts:
+            self.log.info("resuming job %s after %d committed part(s)", job_id, len(output.parts))
+        parser = CsvParser(schema)
+        job = self.bulk.job_info("query", job_id)
+        jobs = [job_id]
+        splits = 0
+        records = 0
+        try:
+            if job.succeeded:
+                records += self._download(job, output, parser, store, progress.get("next_locator"))
+            elif job.error().is_timeout and self.incremental_field and self.max_split_depth:
+                start, end = context["data_interval_start"], context["data_interval_end"]
+                self.log.warning("job %s timed out on [%s, %s); splitting the window", job_id, start, end)
+                got, more_jobs, splits = self._split(context, start, end, output, parser, 1)
+                records += got
+                jobs += more_jobs
+            else:
+                raise job.error()
+            files = output.commit()
+        except BaseException:
+            if not self._directory:
+                output.discard()  # a single file cannot be resumed: leave nothing behind
+            raise
+        if store is not None:
+            store.delete(PROGRESS_KEY)
+        if self.delete_job_on_success:
+            for j in jobs:
+                self.bulk.delete("query", j)
+        summary = {
+            "job_id": job_id,
+            "job_ids": jobs,
+            "records": output.rows_written,
+            "bytes": sum(p.bytes for p in output.parts),
+            "files": files,
+            "format": self.format,
+            "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
+            "splits": splits,
+            "api_calls": self.hook.client.api_calls - calls_before,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        self.log.info(
+            "committed %d records to %d file(s) at %s (%d API calls, %.1f s)",
+            summary["records"],
+            len(files),
+            self.destination,
+            summary["api_calls"],
+            summary["seconds"],
+        )
+        self._running_job = None
+        return summary
+
+    def _download(self, job: JobInfo, output: QueryOutput, parser: CsvParser, store: Any, locator: str | None) -> int:
+        start_page = output.pages_committed
+        rows = sum(p.rows for p in output.parts)
+        written_bytes = 0
+        began = last_log = time.monotonic()
+        pages = self.bulk.download(
+            job,
+            parser.parse_counted,
+            page_size=self.page_size,
+            parallel=self.parallel_pages,
+            start_page=start_page,
+            locator=locator if start_page else None,
+        )
+        for page, table in pages:
+            closed = output.write(table, page.index)
+            rows += page.records
+            written_bytes += page.csv_bytes
+            if closed is not None and store is not None:
+                state = {
+                    "job_id": job.id,
+                    "parts": [p.as_dict() for p in output.parts],
+                    "next_locator": page.next_locator,
+                }
+                store.set(PROGRESS_KEY, state)
+            now = time.monotonic()
+            if now - last_log >= PROGRESS_EVERY:
+                last_log = now
+                self._progress(rows, job.records_processed, written_bytes, now - began)
+        self._progress(rows, job.records_processed, written_bytes, time.monotonic() - began)
+        return rows
+
+    def _progress(self, rows: int, total: int, csv_bytes: int, seconds: float) -> None:
+        rate = rows / seconds if seconds > 0 else 0.0
+        eta = (total - rows) / rate if rate > 0 and total >= rows else 0.0
+        self.log.info(
+            "downloaded %d of %d records (%.1f MB of CSV) at %.0f records/s; about %.0f s to go",
+            rows,
+            total,
+            csv_bytes / 1e6,
+            rate,
+            eta,
+        )
+
+    def _split(
+        self, context: Any, start: datetime, end: datetime, output: QueryOutput, parser: CsvParser, depth: int
+    ) -> tuple[int, list[str], int]:
+        """Query [start, mid) and [mid, end) as separate jobs into the same output, halving again on timeout."""
+        if depth > self.max_split_depth or (end - start) < timedelta(seconds=2):
+            raise AirflowFailException(
+                f"the query still times out on the window [{start}, {end}) after {depth - 1} split(s); "
+                "make it more selective or raise max_split_depth"
+            )
+        mid = start + (end - start) / 2
+        mid = mid.replace(microsecond=0)
+        records, jobs, splits = 0, [], 1
+        for lo, hi in ((start, mid), (mid, end)):
+            job = self.bulk.create_query_job(self._window_query(context, lo, hi), include_deleted=self.include_deleted)
+            jobs.append(job.id)
+            self._running_job = job.id
+            self.log.info("window [%s, %s) is job %s (split depth %d)", lo, hi, job.id, depth)
+            try:
+                done = self.bulk.wait("query", job.id, poll_interval=self.poll_interval, on_poll=self._polled)
+            except BulkJobError as exc:
+                if not exc.is_timeout:
+                    raise
+                got, more, deeper = self._split(context, lo, hi, output, parser, depth + 1)
+                records, splits = records + got, splits + deeper
+                jobs += more
+                continue
+            records += self._download(done, output, parser, None, None)
+        return records, jobs, splits
+
+    def on_kill(self) -> None:
+        if self._running_job:
+            self.log.info("task killed: aborting Bulk query job %s", self._running_job)
+            self.bulk.abort("query", self._running_job)

@@ -1,0 +1,1 @@
+"""Triggers: the triggerer only waits; every read and write of data happens on the worker."""

@@ -1,0 +1,85 @@
+"""Operators run against the session emulator through a real Airflow connection (AIRFLOW_CONN_*)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from airflow_provider_sfint.client import forget_sessions
+from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
+
+from ..emulator.helpers import Admin
+
+CONN_ID = "sfint_test"
+
+
+class StateStore:
+    """Stands in for Airflow 3.3's task_state_store (get/set/delete of JSON values), surviving 'tries'."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.history: list[tuple[str, Any]] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(json.dumps(self.values[key])) if key in self.values else default
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.values[key] = json.loads(json.dumps(value))
+        self.history.append((key, value))
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+class TaskInstance:
+    """Records XCom pushes the way a task instance would receive them."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+        self.stats_tags: dict[str, str] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def make_context(
+    store: StateStore | None = None,
+    start: datetime = datetime(2020, 1, 1, tzinfo=UTC),
+    end: datetime = datetime(2030, 1, 1, tzinfo=UTC),
+) -> dict[str, Any]:
+    return {
+        "ti": TaskInstance(),
+        "task_state_store": store,
+        "data_interval_start": start,
+        "data_interval_end": end,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sessions() -> Iterator[None]:
+    forget_sessions()
+    yield
+    forget_sessions()
+
+
+def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, url: str, **extra: Any) -> str:
+    extra = {"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **extra}
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "sfint", "host": url, "extra": extra})
+    )
+    return conn_id
+
+
+@pytest.fixture()
+def conn(monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin) -> str:
+    return set_connection(monkeypatch, CONN_ID, emulator_url)
+
+
+@pytest.fixture()
+def old_api(monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin) -> str:
+    """A connection on API 57.0, before resultPages existed."""
+    return set_connection(monkeypatch, "sfint_v57", emulator_url, api_version="57.0")
