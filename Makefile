@@ -9,7 +9,7 @@ FLOOR_AIRFLOW ?= 3.1.8
 FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
-.PHONY: install test test-floor lint typecheck pytest emulator bench-emulator clean
+.PHONY: install test test-floor lint typecheck pytest emulator bench-emulator bench-query clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ emulator: $(STAMP)
 
 bench-emulator: $(STAMP)
 	$(BIN)/python bench/emulator.py
+
+# Peers are installed only for the benchmark (the official provider's hook is one of them).
+bench-query: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'apache-airflow-providers-salesforce>=5.10'
+	$(BIN)/python bench/query.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) .mypy_cache .ruff_cache .pytest_cache

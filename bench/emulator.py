@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,37 +24,16 @@ import httpx
 
 from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import free_port, machine, rss_mb, wait_until_up
+
 FIELDS = (
     "Id, IsDeleted, Name, Type, ParentId, BillingStreet, BillingCity, BillingState, BillingPostalCode, "
     "BillingCountry, ShippingCity, Phone, Fax, AccountNumber, Website, Industry, AnnualRevenue, "
     "NumberOfEmployees, Ownership, TickerSymbol, Description, Rating, Site, AccountSource, OwnerId, "
     "CreatedDate, LastModifiedDate, SystemModstamp, External_Id__c, Regions__c"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/services/data/")
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the emulator at {url} did not start")
-
-
-def _rss_mb(pid: int) -> float:
-    """Peak resident memory (VmHWM) of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
 def _wait_job(http: httpx.Client, headers: dict[str, str], kind: str, job_id: str) -> dict[str, object]:
@@ -140,7 +117,7 @@ def main() -> None:
     parser.add_argument("--ingest-rows", type=int, default=1_000_000)
     parser.add_argument("--out", default="bench/results/emulator.json")
     args = parser.parse_args()
-    port = _free_port()
+    port = free_port()
     # The emulator runs in its own process, as `sfint-emulator` does, so client and server do not share a GIL.
     server = subprocess.Popen(
         [sys.executable, "-m", "airflow_provider_sfint.emulator", "--seed", "empty", "--port", str(port)],
@@ -149,7 +126,7 @@ def main() -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait(url)
+        wait_until_up(url)
         http = httpx.Client(base_url=url, timeout=600)
         started = time.perf_counter()
         r = http.post("/__emulator__/seed", json={"counts": {"Account": args.accounts}, "seed": 1})
@@ -178,7 +155,7 @@ def main() -> None:
             assert len(body["records"]) == 2000
         latencies.sort()
         result = {
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "machine": machine(),
             "seed": {
                 "accounts": args.accounts,
                 "seconds": round(seed_s, 2),
@@ -198,7 +175,7 @@ def main() -> None:
             },
             "bulk_query": _bulk_query(http, token),
             "bulk_ingest": _bulk_ingest(http, token, args.ingest_rows),
-            "server_peak_rss_mb": _rss_mb(server.pid),
+            "server_peak_rss_mb": rss_mb(server.pid),
         }
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -16,7 +16,9 @@ def _blocks(name: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", (DOCS / name).read_text(encoding="utf-8"), flags=re.S)
 
 
-@pytest.mark.parametrize(("doc", "index"), [("client.md", 0), ("emulator.md", 0)])
+@pytest.mark.parametrize(
+    ("doc", "index"), [("client.md", 0), ("emulator.md", 0), ("bulk-query.md", 0), ("bulk-query.md", 1)]
+)
 def test_doc_example_runs(
     doc: str, index: int, emulator_url: str, fresh_org: Admin, capsys: pytest.CaptureFixture[str]
 ) -> None:

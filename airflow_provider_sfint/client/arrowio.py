@@ -150,30 +150,88 @@ class CsvParser:
         )
         self._lower = [f.name.lower() for f in self.schema]
 
-    def header(self, body: bytes) -> list[str]:
+    def header(self, body: bytes | pa.Buffer) -> list[str]:
         """The column names on the first line (a quoted name holds no newline)."""
-        end = body.find(b"\n")
-        first = body[: end if end >= 0 else len(body)].rstrip(b"\r").decode("utf-8-sig")
+        head = body[: 1 << 16] if isinstance(body, bytes) else body.slice(0, min(body.size, 1 << 16)).to_pybytes()
+        end = head.find(b"\n")
+        first = head[: end if end >= 0 else len(head)].rstrip(b"\r").decode("utf-8-sig")
         return [c.strip().strip('"') for c in first.split(self.delimiter)] if first else []
 
-    def parse(self, body: bytes) -> pa.Table:
+    def parse(self, body: bytes | pa.Buffer) -> pa.Table:
+        """One page of Bulk CSV (header line first) as a table of the schema."""
         header = self.header(body)
         if not header:  # an empty body: no rows, not even a header
             return self.schema.empty_table()
         if [h.lower() for h in header] != self._lower:
             raise ValueError(f"result columns {header} do not match the query's columns {self.schema.names}")
-        read = pacsv.ReadOptions(column_names=self.schema.names, skip_rows=1, block_size=1 << 24)
-        table = pacsv.read_csv(
-            io.BytesIO(body), read_options=read, parse_options=self._parse, convert_options=self._convert
-        )
+        # Pages are parsed several at once by the caller; one thread and 1 MiB blocks per page parse faster
+        # here than pyarrow's own threads and 16 MiB blocks, at a third of the transient memory (measured).
+        read = pacsv.ReadOptions(column_names=self.schema.names, skip_rows=1, block_size=1 << 20, use_threads=False)
+        source = pa.BufferReader(body) if isinstance(body, pa.Buffer) else io.BytesIO(body)
+        table = pacsv.read_csv(source, read_options=read, parse_options=self._parse, convert_options=self._convert)
         for name in self._time_columns:
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, _time_from_text(table.column(i)))
         return table.cast(self.schema)
 
-    def parse_counted(self, body: bytes) -> tuple[pa.Table, int]:
-        table = self.parse(body)
-        return table, table.num_rows
+    def parse_chunks(self, chunks: Iterable[bytes]) -> tuple[pa.Table, int]:
+        """Parse a page as its chunks arrive, through pyarrow's streaming CSV reader, so the raw page is
+        never held whole; returns the table and its row count."""
+        stream = _ChunkStream(iter(chunks))
+        header = self.header(stream.peek_line())
+        if not header:
+            return self.schema.empty_table(), 0
+        if [h.lower() for h in header] != self._lower:
+            raise ValueError(f"result columns {header} do not match the query's columns {self.schema.names}")
+        read = pacsv.ReadOptions(column_names=self.schema.names, skip_rows=1, block_size=1 << 20, use_threads=False)
+        reader = pacsv.open_csv(stream, read_options=read, parse_options=self._parse, convert_options=self._convert)
+        table = reader.read_all()
+        for name in self._time_columns:
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, _time_from_text(table.column(i)))
+        return table.cast(self.schema), table.num_rows
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (what pyarrow's streaming reader pulls from)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._offset = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def peek_line(self) -> bytes:
+        """The bytes up to and including the first newline (or all, if there is none), not consumed."""
+        while b"\n" not in self._buffer and not self._done:
+            try:
+                self._buffer += next(self._chunks)
+            except StopIteration:
+                self._done = True
+        return self._buffer
+
+    def readinto(self, target: Any) -> int:
+        """Fill ``target`` from as many chunks as it takes (pyarrow asks for whole blocks)."""
+        view = memoryview(target).cast("B")
+        filled = 0
+        while filled < len(view):
+            if self._offset >= len(self._buffer):
+                if self._done:
+                    break
+                try:
+                    self._buffer, self._offset = next(self._chunks), 0
+                except StopIteration:
+                    self._done = True
+                    break
+                continue
+            n = min(len(view) - filled, len(self._buffer) - self._offset)
+            view[filled : filled + n] = self._buffer[self._offset : self._offset + n]
+            self._offset += n
+            filled += n
+        return filled
 
 
 # --- writers -------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ ACTIVE_STATES = frozenset({"Open", "UploadComplete", "InProgress"})
 TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
 RESULT_PAGES_MIN_VERSION = 58.0
 POLL_START, POLL_CAP, POLL_FACTOR = 2.0, 30.0, 1.5
+CHUNK = 1 << 16
 
 
 class BulkJobError(SalesforceError):
@@ -133,6 +134,10 @@ class ResultPage:
     next_locator: str | None
     wire_bytes: int
     csv_bytes: int
+
+
+def _page(response: httpx.Response, index: int, url: str, records: int, locator: str | None, csv: int) -> ResultPage:
+    return ResultPage(index, url, records, locator, response.num_bytes_downloaded, csv)
 
 
 def _check_kind(kind: str) -> str:
@@ -310,27 +315,44 @@ class Bulk2:
     def supports_result_pages(self) -> bool:
         return float(self.config.version) >= RESULT_PAGES_MIN_VERSION
 
-    def fetch_page(self, url: str, index: int, parse: Callable[[bytes], tuple[T, int]]) -> tuple[ResultPage, T]:
-        """GET one result page whole and parse it; a page that does not parse or whose row count differs
-        from ``Sforce-NumberOfRecords`` is fetched again (twice) before :class:`ResultIntegrityError`.
+    def fetch_page(
+        self, url: str, index: int, parse: Callable[[Iterator[bytes]], tuple[T, int]]
+    ) -> tuple[ResultPage, T]:
+        """GET one result page and parse it as it arrives; a page that is cut, does not parse, or whose row
+        count differs from ``Sforce-NumberOfRecords`` is fetched again (twice) before
+        :class:`ResultIntegrityError`.
 
-        ``parse`` returns the parsed page and its row count; the returned page keeps no body.
+        ``parse`` takes the body's chunks (decompressed) and returns the parsed page and its row count;
+        nothing of a page reaches the caller before all of it has arrived and been counted.
         """
+
+        def consume(response: httpx.Response) -> tuple[ResultPage, T | None, str]:
+            records, locator = _page_headers(response, url)
+            size = [0]
+
+            def chunks() -> Iterator[bytes]:
+                for chunk in response.iter_bytes(CHUNK):
+                    size[0] += len(chunk)
+                    yield chunk
+
+            try:
+                parsed, rows = parse(chunks())
+            except httpx.HTTPError:
+                raise  # cut mid-body: the transport retries the request
+            except Exception as exc:  # a body that does not parse: fetch it again below
+                return _page(response, index, url, records, locator, size[0]), None, str(exc)[:200]
+            page = _page(response, index, url, records, locator, size[0])
+            if rows != records:
+                return page, None, f"had {rows} rows where Sforce-NumberOfRecords said {records}"
+            return page, parsed, ""
+
         problem = ""
         for attempt in range(3):
-            response = self._send(ApiRequest("GET", url, headers={"Accept": "text/csv"}))
-            records, locator = _page_headers(response, url)
-            wire = int(response.headers.get("Content-Length") or len(response.content))
-            page = ResultPage(index, url, records, locator, wire, len(response.content))
-            try:
-                parsed, rows = parse(response.content)
-            except Exception as exc:  # a cut CSV does not parse: fetch it again
-                problem = f"did not parse ({str(exc)[:200]})"
-            else:
-                if rows == records:
-                    return page, parsed
-                problem = f"had {rows} rows where Sforce-NumberOfRecords said {records}"
-            del response
+            page, parsed, problem = self.client.transport.send_streaming(
+                ApiRequest("GET", url, headers={"Accept": "text/csv"}), consume
+            )
+            if not problem:
+                return page, parsed  # type: ignore[return-value]
             log.warning("result page %d (%s) %s; fetching it again (attempt %d)", index, url, problem, attempt + 2)
         raise ResultIntegrityError(f"result page {index} ({url}) {problem}, three times; giving up")
 
@@ -338,7 +360,7 @@ class Bulk2:
         self,
         job: JobInfo,
         page_size: int | None,
-        parse: Callable[[bytes], tuple[T, int]],
+        parse: Callable[[Iterator[bytes]], tuple[T, int]],
         *,
         locator: str | None = None,
         index: int = 0,
@@ -362,7 +384,7 @@ class Bulk2:
     def download(
         self,
         job: JobInfo,
-        parse: Callable[[bytes], tuple[T, int]],
+        parse: Callable[[Iterator[bytes]], tuple[T, int]],
         *,
         page_size: int | None = None,
         parallel: int = 4,

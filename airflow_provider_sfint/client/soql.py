@@ -194,7 +194,7 @@ def add_window(query: str, field: str, start: datetime, end: datetime) -> str:
     window = f"{field} >= {lo} AND {field} < {hi}"
     words = _top_level(query)
     from_index = next((k for k, (_, w) in enumerate(words) if w == "FROM"), None)
-    if from_index is None:
+    if from_index is None or not words or words[0][1] != "SELECT":
         raise ValueError("SOQL must have the form SELECT <fields> FROM <object> ...")
     where_at: int | None = None
     end_at = len(query.rstrip())

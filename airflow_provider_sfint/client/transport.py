@@ -16,9 +16,10 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import tenacity
@@ -37,6 +38,7 @@ from .errors import (
 from .limits import ApiUsage, parse_limit_info
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 USER_AGENT = f"airflow-provider-sfint/{__version__}"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -274,20 +276,56 @@ class Transport:
     def session(self) -> Session:
         return self.sessions.get(self._fetch_token)
 
-    def send(self, request: ApiRequest) -> httpx.Response:
-        """Send with retries; refresh the session once on INVALID_SESSION_ID and replay."""
+    def _with_session(self, request: ApiRequest, once: Callable[[Session | None], T]) -> T:
+        """Retries per the policy; refresh the session once on INVALID_SESSION_ID and replay."""
         for attempt in tenacity.Retrying(**self._retrying_kwargs(request)):
             with attempt:
                 session = self.session() if request.authenticated else None
                 try:
-                    return self._send_once(request, session)
+                    return once(session)
                 except AuthenticationError as exc:
                     if not (request.authenticated and self._invalid_session(exc)):
                         raise
                     assert session is not None
-                    fresh = self.sessions.get(self._fetch_token, seen_generation=session.generation)
-                    return self._send_once(request, fresh)
+                    return once(self.sessions.get(self._fetch_token, seen_generation=session.generation))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def send(self, request: ApiRequest) -> httpx.Response:
+        """Send with retries; refresh the session once on INVALID_SESSION_ID and replay."""
+        return self._with_session(request, lambda session: self._send_once(request, session))
+
+    def send_streaming(self, request: ApiRequest, consume: Callable[[httpx.Response], T]) -> T:
+        """Send and hand the still-open response to ``consume`` (which reads the body as it arrives).
+
+        A body cut mid-way raises :class:`TransportError` out of ``consume`` and the whole exchange,
+        ``consume`` included, is retried like any other request; so ``consume`` must start afresh each
+        time it is called. Error responses are read whole and raised as typed errors, as in :meth:`send`.
+        """
+
+        def once(session: Session | None) -> T:
+            built = self.build(request, session)
+            path = built.url.path
+            try:
+                response = self.client.send(built, stream=True)
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, request.method.upper(), path) from None
+            try:
+                with self._lock:
+                    self.calls += 1
+                if response.status_code >= 300:
+                    try:
+                        response.read()
+                    except httpx.HTTPError as exc:
+                        raise _transport_error(exc, request.method.upper(), path) from None
+                self.check(request, response)
+                try:
+                    return consume(response)
+                except httpx.HTTPError as exc:
+                    raise _transport_error(exc, request.method.upper(), path) from None
+            finally:
+                response.close()
+
+        return self._with_session(request, once)
 
     def close(self) -> None:
         if self._client is not None and self._owns_client:

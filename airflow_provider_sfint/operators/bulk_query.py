@@ -41,7 +41,8 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
     :param include_deleted: queryAll: include soft-deleted and archived rows
     :param incremental_field: a datetime field (for example ``SystemModstamp``); restricts the query to
         ``data_interval_start <= field < data_interval_end`` combined with any WHERE (templated)
-    :param page_size: rows per result page (``maxRecords``); Salesforce's default when None
+    :param page_size: rows per result page (``maxRecords``), default 25,000: memory holds about
+        ``parallel_pages x page_size`` rows
     :param parallel_pages: result pages fetched at once (``resultPages``), default 4
     :param typed: type columns from describe (default); False writes every column as text
     :param part_size: rows per part file in a directory output (default 1,000,000)
@@ -69,7 +70,7 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
         format: str = "parquet",
         include_deleted: bool = False,
         incremental_field: str | None = None,
-        page_size: int | None = None,
+        page_size: int = 25_000,
         parallel_pages: int = 4,
         typed: bool = True,
         part_size: int | None = None,
@@ -83,7 +84,7 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if page_size is not None and not 1 <= int(page_size) <= MAX_PAGE_SIZE:
+        if not 1 <= int(page_size) <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
         if not 1 <= int(parallel_pages) <= 32:
             raise ValueError(f"parallel_pages must be between 1 and 32, got {parallel_pages}")
@@ -103,7 +104,7 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
         self.format = format
         self.include_deleted = include_deleted
         self.incremental_field = incremental_field
-        self.page_size = page_size
+        self.page_size = int(page_size)
         self.parallel_pages = int(parallel_pages)
         self.typed = typed
         self.part_size = part_size
@@ -191,6 +192,7 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         self._started = time.monotonic()
+        self._calls_at_start = self.hook.client.api_calls
         soql = self._window_query(context)
         if self.format not in FORMATS:
             raise AirflowFailException(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
@@ -294,14 +296,16 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
             )
             if not (error.is_timeout and self.incremental_field and self.max_split_depth):
                 raise error
+        self._calls_at_start = self.hook.client.api_calls
         return self._collect(context, job_id)
 
     # --- results ----------------------------------------------------------------------------------
 
     def _collect(self, context: Any, job_id: str) -> dict[str, Any]:
         """Download the job's results (or, after a timeout, its window in halves) and commit the output."""
-        started = getattr(self, "_started", time.monotonic())
-        calls_before = self.hook.client.api_calls
+        collecting = time.monotonic()
+        started = getattr(self, "_started", collecting)
+        calls_before = getattr(self, "_calls_at_start", self.hook.client.api_calls)
         soql = self._window_query(context)
         schema = self._schema(soql)
         store = context.get("task_state_store")
@@ -355,6 +359,7 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
             "splits": splits,
             "api_calls": self.hook.client.api_calls - calls_before,
             "seconds": round(time.monotonic() - started, 3),
+            "download_seconds": round(time.monotonic() - collecting, 3),
         }
         self.log.info(
             "committed %d records to %d file(s) at %s (%d API calls, %.1f s)",
@@ -374,7 +379,7 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
         began = last_log = time.monotonic()
         pages = self.bulk.download(
             job,
-            parser.parse_counted,
+            parser.parse_chunks,
             page_size=self.page_size,
             parallel=self.parallel_pages,
             start_page=start_page,

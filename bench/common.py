@@ -1,0 +1,85 @@
+"""Shared by the benchmarks: run the emulator in its own process, measure a process's peak memory."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, verify: bool | str = True) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/services/data/", verify=verify)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the emulator at {url} did not start")
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Peak resident memory (VmHWM) of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+class EmulatorProcess:
+    """``python -m airflow_provider_sfint.emulator`` on a free port, in its own process group (its own GIL),
+    so the client being measured does not share a core's interpreter with the server."""
+
+    def __init__(self, *, tls: bool = False, cert_dir: Path | None = None) -> None:
+        self.port = free_port()
+        self.tls = tls
+        self.cert_dir = cert_dir
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.verify: bool | str = str(cert_dir / "emulator-cert.pem") if tls and cert_dir else True
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> EmulatorProcess:
+        command = [sys.executable, "-m", "airflow_provider_sfint.emulator", "--seed", "empty", "--port", str(self.port)]
+        if self.tls:
+            assert self.cert_dir is not None
+            command += ["--tls", "--cert-dir", str(self.cert_dir)]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        if self.tls:
+            while not Path(str(self.verify)).exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        wait_until_up(self.url, self.verify)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(30)
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def admin(self, method: str, path: str, **kw: Any) -> Any:
+        response = httpx.request(method, f"{self.url}/__emulator__/{path}", verify=self.verify, timeout=3600, **kw)
+        response.raise_for_status()
+        return response.json()
