@@ -157,7 +157,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Salesforce (sfint)",
-                "python-modules": ["airflow_provider_sfint.operators.bulk_query"],
+                "python-modules": [
+                    "airflow_provider_sfint.operators.bulk_query",
+                    "airflow_provider_sfint.operators.bulk_ingest",
+                ],
             }
         ],
         "sensors": [],

@@ -151,22 +151,27 @@ def _pandas_parquet(csv_files: list[str], schema: Any, target: Path) -> int:
 
 
 def _coerce(data: bytes, schema: Any) -> Any:
+    """pandas' CSV from the official hook (lower-cased headers, ``True``, ``+0000``) as the typed schema."""
+    import csv
     import io
 
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    header = next(csv.reader(io.StringIO(data[: data.find(b"\n")].decode("utf-8"))))
     text = pacsv.read_csv(
         io.BytesIO(data),
+        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
-            column_types={f.name: pa.string() for f in schema},
+            column_types={name: pa.string() for name in header},
             null_values=[""],
             strings_can_be_null=True,
             quoted_strings_can_be_null=True,
-            include_columns=schema.names,
         ),
     )
+    by_lower = {name.lower(): name for name in header}
+    text = pa.Table.from_arrays([text.column(by_lower[f.name.lower()]) for f in schema], names=schema.names)
     return _cast_text(text, schema)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import subprocess
@@ -68,6 +69,8 @@ def test_provider_info_is_import_light() -> None:
         (("providers", "hooks"), "airflow_provider_sfint.hooks.salesforce.SalesforceHook"),
         (("providers", "behaviours"), "sfint"),
         (("providers", "widgets"), "client_secret"),
+        (("providers", "triggers"), "airflow_provider_sfint.triggers.bulk"),
+        (("providers", "links"), "airflow_provider_sfint.links.SalesforceJobLink"),
     ],
 )
 def test_airflow_cli_listings(command: tuple[str, ...], expected: str, tmp_path: Path) -> None:
@@ -88,6 +91,17 @@ def _airflow_before_3_2() -> bool:
 
     major, minor = (int(p) for p in version("apache-airflow").split(".")[:2])
     return (major, minor) < (3, 2)
+
+
+def test_every_listed_module_and_link_imports() -> None:
+    info = get_provider_info()
+    for section in ("operators", "sensors", "triggers"):
+        for entry in info[section]:
+            for module in entry["python-modules"]:
+                importlib.import_module(module)
+    for link in info["extra-links"]:
+        module, _, name = link.rpartition(".")
+        assert getattr(importlib.import_module(module), name).name
 
 
 def test_legacy_form_methods_come_from_the_same_declaration() -> None:

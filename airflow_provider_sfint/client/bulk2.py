@@ -215,6 +215,51 @@ def _results_url(config: ClientConfig, job_id: str, locator: str | None, page_si
     return jobs_path(config, "query", job_id, "results") + (f"?{query}" if query else "")
 
 
+# --- ingest requests ------------------------------------------------------------------------------------------------
+
+INGEST_OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
+RESULT_KINDS = ("successfulResults", "failedResults", "unprocessedrecords")
+MAX_UPLOAD_BYTES = 100_000_000  # Salesforce's advice; the hard cap is 150 MB after base64
+TRANSIENT_ROW_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW", "API_TEMPORARILY_UNAVAILABLE", "SERVER_UNAVAILABLE"})
+
+
+def create_ingest_request(
+    config: ClientConfig,
+    obj: str,
+    operation: str,
+    external_id_field: str | None = None,
+    assignment_rule_id: str | None = None,
+) -> ApiRequest:
+    if operation not in INGEST_OPERATIONS:
+        raise ValueError(f"operation must be one of {', '.join(INGEST_OPERATIONS)}, got {operation!r}")
+    body: dict[str, Any] = {
+        "object": obj,
+        "operation": operation,
+        "contentType": "CSV",
+        "columnDelimiter": "COMMA",
+        "lineEnding": "LF",
+    }
+    if operation == "upsert":
+        if not external_id_field:
+            raise ValueError("upsert needs an external id field")
+        body["externalIdFieldName"] = external_id_field
+    if assignment_rule_id:
+        body["assignmentRuleId"] = assignment_rule_id
+    return ApiRequest("POST", jobs_path(config, "ingest"), json=body)
+
+
+def parse_row_error(text: str) -> tuple[str, str, list[str]]:
+    """``CODE:message:Field1,Field2 --`` (as in ``sf__Error``) as (code, message, fields)."""
+    body = text.strip()
+    if body.endswith("--"):
+        body = body[:-2].rstrip()
+    code, _, rest = body.partition(":")
+    message, _, fields = rest.rpartition(":")
+    if not message:  # no fields part
+        message, fields = rest, ""
+    return code.strip(), message.strip(), [f.strip() for f in fields.split(",") if f.strip()]
+
+
 class Bulk2:
     """Bulk API 2.0 on a :class:`SalesforceClient` (same session, retries, limits and call count)."""
 
@@ -434,6 +479,73 @@ class Bulk2:
             raise ResultIntegrityError(
                 f"job {job.id} reported {job.records_processed} records but its result pages hold {total}"
             )
+
+    # --- ingest -------------------------------------------------------------------------------------
+
+    def create_ingest_job(
+        self,
+        obj: str,
+        operation: str,
+        *,
+        external_id_field: str | None = None,
+        assignment_rule_id: str | None = None,
+    ) -> JobInfo:
+        request = create_ingest_request(self.config, obj, operation, external_id_field, assignment_rule_id)
+        return JobInfo.parse("ingest", self._send(request).json())
+
+    def upload(self, job_id: str, path: str) -> bool:
+        """PUT one CSV file as the job's data; returns False when the job already holds data (an earlier
+        try's upload arrived), which is the only safe reading of Salesforce's "Found multiple contents"."""
+        with open(path, "rb") as handle:
+            data = handle.read()
+        request = ApiRequest(
+            "PUT",
+            jobs_path(self.config, "ingest", _check_id(job_id), "batches"),
+            content=data,
+            headers={"Content-Type": "text/csv"},
+            idempotent=False,  # a second PUT is refused; an ambiguous first one is resolved below
+        )
+        try:
+            self._send(request)
+        except SalesforceError as exc:
+            if "multiple contents" in exc.message.lower():
+                return False
+            raise
+        return True
+
+    def close(self, job_id: str) -> JobInfo:
+        """PATCH UploadComplete; a job already past Open is returned as it is."""
+        request = ApiRequest(
+            "PATCH",
+            jobs_path(self.config, "ingest", _check_id(job_id)),
+            json={"state": "UploadComplete"},
+            idempotent=True,
+        )
+        try:
+            return JobInfo.parse("ingest", self._send(request).json())
+        except SalesforceError as exc:
+            if exc.status not in (400, 409):
+                raise
+            info = self.job_info("ingest", job_id)
+            if info.state == "Open":
+                raise
+            return info
+
+    def download_results(self, job_id: str, which: str, target: str) -> int:
+        """Stream one results file of a job to ``target``; returns its bytes."""
+        if which not in RESULT_KINDS:
+            raise ValueError(f"which must be one of {RESULT_KINDS}, got {which!r}")
+        url = jobs_path(self.config, "ingest", _check_id(job_id), which) + "/"
+
+        def consume(response: httpx.Response) -> int:
+            size = 0
+            with open(target, "wb") as out:
+                for chunk in response.iter_bytes(CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+            return size
+
+        return self.client.transport.send_streaming(ApiRequest("GET", url, headers={"Accept": "text/csv"}), consume)
 
 
 def _ordered_parallel(

@@ -39,6 +39,8 @@ class SalesforceBulkJobTrigger(BaseTrigger):
     :param poll_interval: first delay between polls, seconds
     :param max_poll_interval: cap on the delay, seconds
     :param end_time: give up (``timeout`` event) after this Unix time; None waits as long as the jobs live
+    :param echo: a small dict of JSON values handed back in every event as ``echo`` (an operator's own
+        bookkeeping, for Airflow versions without ``task_state_store``)
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         poll_interval: float = 2.0,
         max_poll_interval: float = POLL_CAP,
         end_time: float | None = None,
+        echo: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -63,6 +66,9 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.max_poll_interval = float(max_poll_interval)
         self.end_time = None if end_time is None else float(end_time)
+        if echo is not None and not isinstance(echo, dict):
+            raise ValueError("echo must be a dict (of JSON values) or None")
+        self.echo = echo
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -74,6 +80,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
                 "end_time": self.end_time,
+                "echo": self.echo,
             },
         )
 
@@ -81,6 +88,11 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         from ..hooks.salesforce import SalesforceHook
 
         return await SalesforceHook(sfint_conn_id=self.sfint_conn_id).get_async_client()
+
+    def _event(self, payload: dict[str, Any]) -> TriggerEvent:
+        if self.echo is not None:
+            payload["echo"] = self.echo
+        return TriggerEvent(payload)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         client = await self._client()
@@ -93,7 +105,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                     info: JobInfo = await ajob_info(client, self.kind, job_id)
                     states[job_id] = info.state
                     if info.state in ("Failed", "Aborted"):
-                        yield TriggerEvent(
+                        yield self._event(
                             {
                                 "status": "error",
                                 "job_id": job_id,
@@ -104,15 +116,15 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                         )
                         return
                 if all(states.get(j) == "JobComplete" for j in self.job_ids):
-                    yield TriggerEvent({"status": "success", "jobs": dict(states)})
+                    yield self._event({"status": "success", "jobs": dict(states)})
                     return
                 if self.end_time is not None and time.time() + delay > self.end_time:
-                    yield TriggerEvent({"status": "timeout", "jobs": dict(states)})
+                    yield self._event({"status": "timeout", "jobs": dict(states)})
                     return
                 self.log.info("Bulk %s jobs: %s; next check in %.1f s", self.kind, states, delay)
                 await asyncio.sleep(delay)
         except SalesforceError as exc:
-            yield TriggerEvent({"status": "error", "job_id": None, "state": None, "message": str(exc), "jobs": states})
+            yield self._event({"status": "error", "job_id": None, "state": None, "message": str(exc), "jobs": states})
         finally:
             await client.close()
 

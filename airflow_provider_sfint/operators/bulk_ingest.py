@@ -1,0 +1,527 @@
+"""SalesforceBulkIngestOperator: files and DataFrames into Salesforce through Bulk API 2.0, exactly once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
+
+from ..client.arrowio import (
+    NULL_POLICIES,
+    ColumnResolver,
+    IngestPlan,
+    PartSplitter,
+    PreflightError,
+    UploadPart,
+    check_values,
+    csv_text,
+    iter_source,
+    plan_ingest,
+)
+from ..client.bulk2 import (
+    INGEST_OPERATIONS,
+    MAX_UPLOAD_BYTES,
+    TRANSIENT_ROW_ERRORS,
+    Bulk2,
+    BulkJobError,
+    JobInfo,
+    job_link,
+    parse_row_error,
+)
+from ..client.errors import SalesforceError
+from ..compat import AirflowFailException
+from ..hooks.salesforce import SalesforceHook
+from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
+from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
+
+STATE_KEY = "sfint_bulk_ingest"
+HARD_CAP_BYTES = 150_000_000 * 3 // 4  # 150 MB after base64
+
+
+class SalesforceBulkIngestOperator(BaseOperator):
+    """Load rows into Salesforce with Bulk API 2.0: checked against describe first, split into jobs of at
+    most ``max_bytes_per_job``, a bounded number in flight, results correlated by key, failed rows written
+    out, and the task failed when more rows fail than allowed.
+
+    :param object: the sObject (templated)
+    :param operation: insert, update, upsert, delete or hardDelete (templated)
+    :param source: an ObjectStoragePath or URL of Parquet, CSV or JSONL (a file or a directory of parts;
+        templated when a string), or a pandas DataFrame / Arrow table
+    :param external_id_field: the External ID (or idLookup) field upsert matches on (templated)
+    :param column_mapping: input column -> field API name (``Account.External_Id__c`` sets a lookup)
+    :param null_policy: ``leave_unchanged`` (default: a null or empty value leaves the field as it is) or
+        ``set_null`` (a null clears the field, written as ``#N/A``)
+    :param max_bytes_per_job: CSV bytes per job (default 100 MB, at most 112.5 MB: 150 MB after base64)
+    :param max_concurrent_jobs: jobs open or running at once (default 4)
+    :param failed_output: where failed rows go (a CSV, with ``sf__Error`` and the parsed code); default a
+        ``.failed.csv`` beside a path source, else nowhere
+    :param max_failed_records: the task fails when more rows than this fail (default 0)
+    :param max_failed_ratio: ... or when the failed share of rows is above this (0-1)
+    :param retry_transient_failures: rows failed with UNABLE_TO_LOCK_ROW and similar run once more in a
+        follow-up job (default True)
+    :param lock_order_column: order the follow-up job's rows by this column (a parent id) to reduce
+        lock contention
+    :param assignment_rule_id: Case or Lead assignment rule
+    :param poll_interval: first delay between job checks, seconds (grows to 30 s)
+    :param timeout: give up waiting after this many seconds (None: as long as the jobs live)
+    :param deferrable: wait in the triggerer (needs a path source: the worker re-reads it after resuming)
+    :param min_remaining_api_percent: refuse to start below this share of the daily API allowance
+    :param sfint_conn_id: the Salesforce connection
+    """
+
+    template_fields: Sequence[str] = (
+        "object",
+        "operation",
+        "source",
+        "external_id_field",
+        "failed_output",
+        "sfint_conn_id",
+    )
+    operator_extra_links = (SalesforceJobLink(),)
+    ui_color = "#e1f1fb"
+
+    def __init__(
+        self,
+        *,
+        object: str,
+        operation: str,
+        source: Any,
+        external_id_field: str | None = None,
+        column_mapping: dict[str, str] | None = None,
+        null_policy: str = "leave_unchanged",
+        max_bytes_per_job: int = MAX_UPLOAD_BYTES,
+        max_concurrent_jobs: int = 4,
+        failed_output: str | None = None,
+        max_failed_records: int | None = 0,
+        max_failed_ratio: float | None = None,
+        retry_transient_failures: bool = True,
+        lock_order_column: str | None = None,
+        assignment_rule_id: str | None = None,
+        poll_interval: float = 2.0,
+        timeout: float | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        min_remaining_api_percent: float | None = None,
+        sfint_conn_id: str = SalesforceHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if null_policy not in NULL_POLICIES:
+            raise ValueError(f"null_policy must be one of {', '.join(NULL_POLICIES)}, got {null_policy!r}")
+        if not 1_000 <= int(max_bytes_per_job) <= HARD_CAP_BYTES:
+            raise ValueError(
+                f"max_bytes_per_job must be between 1000 and {HARD_CAP_BYTES} (150 MB after base64), "
+                f"got {max_bytes_per_job}"
+            )
+        if not 1 <= int(max_concurrent_jobs) <= 25:
+            raise ValueError(f"max_concurrent_jobs must be between 1 and 25, got {max_concurrent_jobs}")
+        if max_failed_records is not None and int(max_failed_records) < 0:
+            raise ValueError(f"max_failed_records must be 0 or more, got {max_failed_records}")
+        if max_failed_ratio is not None and not 0 <= float(max_failed_ratio) <= 1:
+            raise ValueError(f"max_failed_ratio must be between 0 and 1, got {max_failed_ratio}")
+        if float(poll_interval) <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+        self.object = object
+        self.operation = operation
+        self.source = source
+        self.external_id_field = external_id_field
+        self.column_mapping = dict(column_mapping or {})
+        self.null_policy = null_policy
+        self.max_bytes_per_job = int(max_bytes_per_job)
+        self.max_concurrent_jobs = int(max_concurrent_jobs)
+        self.failed_output = failed_output
+        self.max_failed_records = max_failed_records
+        self.max_failed_ratio = max_failed_ratio
+        self.retry_transient_failures = retry_transient_failures
+        self.lock_order_column = lock_order_column
+        self.assignment_rule_id = assignment_rule_id
+        self.poll_interval = float(poll_interval)
+        self.timeout = None if timeout is None else float(timeout)
+        self.deferrable = deferrable
+        self.min_remaining_api_percent = min_remaining_api_percent
+        self.sfint_conn_id = sfint_conn_id
+        self._state: dict[str, Any] = {}
+        self._store: Any = None
+        self._lock = threading.Lock()
+
+    @cached_property
+    def hook(self) -> SalesforceHook:
+        return SalesforceHook(sfint_conn_id=self.sfint_conn_id)
+
+    @cached_property
+    def bulk(self) -> Bulk2:
+        return Bulk2(self.hook.client)
+
+    def _source(self) -> Any:
+        if isinstance(self.source, str):
+            return ObjectStoragePath(self.source)
+        return self.source
+
+    def _is_path(self) -> bool:
+        return isinstance(self.source, str | ObjectStoragePath)
+
+    # --- preparing the parts -----------------------------------------------------------------------
+
+    def _prepare(self, folder: str) -> tuple[IngestPlan, list[UploadPart], int]:
+        """One pass over the input: check every value, serialise, split into parts; raises before any job."""
+        if self.operation not in INGEST_OPERATIONS:
+            raise AirflowFailException(
+                f"operation must be one of {', '.join(INGEST_OPERATIONS)}, got {self.operation!r}"
+            )
+        resolver = ColumnResolver(self.hook.client.describe)
+        try:
+            batches = iter_source(self._source())
+            first = next(batches, None)
+        except (FileNotFoundError, OSError) as exc:
+            raise AirflowFailException(f"source {self.source}: {exc}") from exc
+        if first is None:
+            raise AirflowFailException(f"source {self.source} holds no rows")
+        try:
+            plan = plan_ingest(
+                resolver,
+                self.object,
+                self.operation,
+                first.schema.names,
+                external_id_field=self.external_id_field,
+                column_mapping=self.column_mapping,
+            )
+        except PreflightError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        splitter = PartSplitter(folder, plan.header, self.max_bytes_per_job)
+        problems: list[str] = []
+        keys: dict[int, int] = {}
+        duplicates: list[str] = []
+        rows = 0
+        for batch in _chain_first(first, batches):
+            problems += check_values(plan, batch, rows)
+            if plan.key is not None:
+                self._check_keys(plan, batch, rows, keys, duplicates)
+            if not problems and not duplicates:
+                splitter.add(csv_text(plan, batch, self.null_policy), rows)
+            rows += batch.num_rows
+            if len(problems) > 200:
+                break
+        if duplicates:
+            problems += duplicates
+        if problems:
+            raise AirflowFailException(str(PreflightError(self.object, problems)))
+        return plan, splitter.finish(), rows
+
+    @staticmethod
+    def _check_keys(
+        plan: IngestPlan, batch: pa.RecordBatch, first_row: int, seen: dict[int, int], out: list[str]
+    ) -> None:
+        assert plan.key is not None
+        source = plan.source_names[plan.header.index(plan.key)]
+        values = batch.column(batch.schema.get_field_index(source))
+        text = pc.cast(values, pa.string()) if not pa.types.is_string(values.type) else values
+        for i, value in enumerate(text.to_pylist()):
+            if value is None or value == "":
+                out.append(f"row {first_row + i + 1}: the key column {source!r} is empty") if len(out) < 50 else None
+                continue
+            h = hash(value)
+            if h in seen and len(out) < 50:
+                out.append(f"row {first_row + i + 1}: {plan.key} {value!r} repeats row {seen[h]}")
+            seen.setdefault(h, first_row + i + 1)
+
+    # --- state (task_state_store on Airflow 3.3) ---------------------------------------------------
+
+    def _load_state(self, context: Any, parts: list[UploadPart]) -> None:
+        self._store = context.get("task_state_store")
+        saved = self._store.get(STATE_KEY) if self._store is not None else None
+        digests = [p.digest for p in parts]
+        if not (isinstance(saved, dict) and saved.get("parts")):
+            saved = getattr(self, "_echoed", None)  # handed back by the trigger after a deferral
+        if isinstance(saved, dict) and saved.get("parts"):
+            if saved.get("digests") != digests:
+                raise AirflowFailException(
+                    f"the input changed since an earlier try started jobs {self._job_ids(saved)}; those rows may "
+                    "already be loaded. Check them in Salesforce, then clear the task's state to start afresh"
+                )
+            self._state = saved
+            self.log.info("resuming: %d of %d parts already have jobs", len(saved["parts"]), len(parts))
+        else:
+            self._state = {"digests": digests, "parts": {}}
+
+    @staticmethod
+    def _job_ids(state: dict[str, Any]) -> list[str]:
+        return [p["job"] for p in state.get("parts", {}).values()]
+
+    def _record(self, index: int, **values: Any) -> None:
+        with self._lock:
+            entry = self._state["parts"].setdefault(str(index), {})
+            entry.update(values)
+            if self._store is not None:
+                self._store.set(STATE_KEY, self._state)
+
+    # --- running jobs ------------------------------------------------------------------------------
+
+    def _start(self, part: UploadPart, context: Any) -> str:
+        """Create (or find), upload and close the job for ``part``; returns its id. Never uploads twice."""
+        entry = self._state["parts"].get(str(part.index), {})
+        job_id = entry.get("job")
+        if job_id is None:
+            job = self.bulk.create_ingest_job(
+                self.object,
+                self.operation,
+                external_id_field=self.external_id_field if self.operation == "upsert" else None,
+                assignment_rule_id=self.assignment_rule_id,
+            )
+            job_id = job.id
+            self._record(part.index, job=job_id, rows=part.rows)
+            if part.index == 0 and context.get("ti") is not None:
+                context["ti"].xcom_push(key=JOB_URL_XCOM_KEY, value=job_link(self.hook.client.login(), job_id))
+            state = "Open"
+        else:
+            state = self.bulk.job_info("ingest", job_id).state
+        if state == "Open":
+            if not entry.get("uploaded"):
+                fresh = self.bulk.upload(job_id, part.path)
+                if not fresh:
+                    self.log.info("job %s already held this part's data (an earlier try uploaded it)", job_id)
+                self._record(part.index, uploaded=True)
+            self.bulk.close(job_id)
+            self._record(part.index, closed=True)
+        elif state in ("Failed", "Aborted"):
+            raise BulkJobError(
+                f"job {job_id} for part {part.index} is {state}; its rows were not loaded", job_id=job_id, state=state
+            )
+        return str(job_id)
+
+    def _wait(self, job_id: str) -> JobInfo:
+        try:
+            return self.bulk.wait("ingest", job_id, poll_interval=self.poll_interval, timeout=self.timeout)
+        except BulkJobError as exc:
+            raise AirflowFailException(f"{exc}") from exc
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        self._started = time.monotonic()
+        self._calls = self.hook.client.api_calls
+        if self.deferrable and not self._is_path():
+            raise AirflowFailException(
+                "deferrable=True needs a path source (the worker that resumes re-reads it); pass the data as "
+                "Parquet/CSV/JSONL on an ObjectStoragePath, or set deferrable=False for a DataFrame"
+            )
+        if self.min_remaining_api_percent is not None:
+            self.hook.client.check_budget(self.min_remaining_api_percent, purpose=f"task {self.task_id}")
+        return self._run(context, resumed=False)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+            raise SalesforceError(f"unexpected trigger event {event!r} for the ingest jobs of {self.task_id}")
+        self._echoed = event.get("echo") if isinstance(event.get("echo"), dict) else None
+        if event["status"] != "success":
+            self._state = self._echoed or {}
+            raise AirflowFailException(f"Bulk ingest jobs did not complete: {event.get('message') or event}")
+        self._started = time.monotonic()
+        self._calls = self.hook.client.api_calls
+        return self._run(context, resumed=True)
+
+    def _run(self, context: Any, resumed: bool) -> dict[str, Any]:
+        folder = tempfile.mkdtemp(prefix="sfint-ingest-")
+        try:
+            plan, parts, rows = self._prepare(folder)
+            self._load_state(context, parts)
+            self.log.info(
+                "%d rows in %d part(s) of at most %.1f MB for %s %s",
+                rows,
+                len(parts),
+                self.max_bytes_per_job / 1e6,
+                self.operation,
+                self.object,
+            )
+            pending = [p for p in parts if not self._state["parts"].get(str(p.index), {}).get("done")]
+            if self.deferrable:
+                batch = pending[: self.max_concurrent_jobs]
+                started = [self._start(p, context) for p in batch]
+                active = [j for j in started if self.bulk.job_info("ingest", j).active]
+                if active:
+                    self.defer(
+                        trigger=SalesforceBulkJobTrigger(
+                            sfint_conn_id=self.sfint_conn_id,
+                            job_ids=active,
+                            kind="ingest",
+                            poll_interval=self.poll_interval,
+                            end_time=None if self.timeout is None else time.time() + self.timeout,
+                            echo=self._state,  # the jobs per part, for Airflow versions without task_state_store
+                        ),
+                        method_name="execute_complete",
+                    )
+                for p in batch:
+                    self._finish_part(p)
+                if len(pending) > len(batch):
+                    return self._run(context, resumed=True)
+            else:
+                with ThreadPoolExecutor(self.max_concurrent_jobs, thread_name_prefix="sfint-ingest") as pool:
+                    list(pool.map(lambda p: self._finish_part(p, self._start(p, context)), pending))
+            return self._summarise(context, plan, parts, rows, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _finish_part(self, part: UploadPart, job_id: str | None = None) -> None:
+        job_id = job_id or self._state["parts"][str(part.index)]["job"]
+        info = self._wait(job_id)
+        self._record(
+            part.index,
+            done=True,
+            processed=info.records_processed,
+            failed=info.records_failed,
+        )
+
+    # --- results -----------------------------------------------------------------------------------
+
+    def _failed_rows(self, job_id: str, folder: str) -> pa.Table | None:
+        target = f"{folder}/failed-{job_id}.csv"
+        if self.bulk.download_results(job_id, "failedResults", target) == 0:
+            return None
+        table = _read_text_csv(target)
+        return table if table.num_rows else None
+
+    def _summarise(
+        self, context: Any, plan: IngestPlan, parts: list[UploadPart], rows: int, folder: str
+    ) -> dict[str, Any]:
+        entries = [self._state["parts"][str(p.index)] for p in parts]
+        jobs = [e["job"] for e in entries]
+        failed_tables = [t for t in (self._failed_rows(j, folder) for j in jobs) if t is not None]
+        failed = pa.concat_tables(failed_tables) if failed_tables else None
+        retried = 0
+        retry_jobs: list[str] = []
+        if failed is not None and self.retry_transient_failures:
+            transient = pc.is_in(_error_codes(failed), value_set=pa.array(sorted(TRANSIENT_ROW_ERRORS)))
+            transient = pc.fill_null(transient, False)
+            again = failed.filter(transient)
+            if again.num_rows:
+                retried = again.num_rows
+                failed_after, retry_job = self._retry(plan, again, folder)
+                retry_jobs.append(retry_job)
+                keep = failed.filter(pc.invert(transient))
+                parts_left = [keep] + ([failed_after] if failed_after is not None else [])
+                failed = pa.concat_tables(parts_left) if any(t.num_rows for t in parts_left) else None
+        failed_count = failed.num_rows if failed is not None else 0
+        processed = sum(int(e.get("processed") or 0) for e in entries)
+        if processed != rows:
+            raise AirflowFailException(
+                f"Salesforce processed {processed} of the {rows} rows sent to jobs {jobs}; the rest were not "
+                "loaded (see each job's unprocessed records in Setup > Bulk Data Load Jobs)"
+            )
+        written = self._write_failed(failed) if failed is not None and failed_count else None
+        summary = {
+            "object": self.object,
+            "operation": self.operation,
+            "jobs": jobs + retry_jobs,
+            "records": rows,
+            "processed": processed,
+            "succeeded": rows - failed_count,
+            "failed": failed_count,
+            "retried": retried,
+            "failed_output": written,
+            "batches": sum(-(-p.rows // 10_000) for p in parts),
+            "api_calls": self.hook.client.api_calls - getattr(self, "_calls", 0),
+            "seconds": round(time.monotonic() - getattr(self, "_started", time.monotonic()), 3),
+        }
+        if self._store is not None:
+            self._store.delete(STATE_KEY)
+        self.log.info("Bulk %s of %s: %s", self.operation, self.object, summary)
+        too_many = self.max_failed_records is not None and failed_count > self.max_failed_records
+        too_high = self.max_failed_ratio is not None and rows and failed_count / rows > self.max_failed_ratio
+        if too_many or too_high:
+            where = f"; failed rows with their errors are in {written}" if written else ""
+            first = _first_errors(failed)
+            raise AirflowFailException(
+                f"{failed_count} of {rows} rows failed ({self.operation} {self.object}), over the allowed "
+                f"max_failed_records={self.max_failed_records} / max_failed_ratio={self.max_failed_ratio}{where}. "
+                f"First errors: {first}"
+            )
+        return summary
+
+    def _retry(self, plan: IngestPlan, rows: pa.Table, folder: str) -> tuple[pa.Table | None, str]:
+        """Run rows that failed for a transient reason once more, in one follow-up job."""
+        original = rows.drop_columns([c for c in rows.column_names if c.startswith("sf__")])
+        if self.lock_order_column and self.lock_order_column in original.column_names:
+            original = original.sort_by(self.lock_order_column)
+        self.log.info("retrying %d rows that failed with lock or availability errors", original.num_rows)
+        splitter = PartSplitter(folder + "/retry", original.column_names, HARD_CAP_BYTES)
+        import os
+
+        os.makedirs(folder + "/retry", exist_ok=True)
+        splitter.add(original)
+        (part,) = splitter.finish()
+        job = self.bulk.create_ingest_job(
+            self.object,
+            self.operation,
+            external_id_field=self.external_id_field if self.operation == "upsert" else None,
+            assignment_rule_id=self.assignment_rule_id,
+        )
+        self.bulk.upload(job.id, part.path)
+        self.bulk.close(job.id)
+        self._wait(job.id)
+        return self._failed_rows(job.id, folder), job.id
+
+    def _write_failed(self, failed: pa.Table) -> str | None:
+        target = self.failed_output
+        if target is None and self._is_path():
+            target = str(self._source()).rstrip("/") + ".failed.csv"
+        if target is None:
+            return None
+        table = failed.add_column(2, "sf__ErrorCode", _error_codes(failed))
+        path = ObjectStoragePath(str(target))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.parent / f".{path.name}.sfint-tmp"
+        with staging.open("wb") as handle:
+            pacsv.write_csv(table, handle, write_options=pacsv.WriteOptions(quoting_style="needed"))
+        if path.exists():
+            path.unlink()
+        staging.rename(path)
+        return str(path)
+
+    def on_kill(self) -> None:
+        for job_id in self._job_ids(self._state):
+            try:
+                self.bulk.abort("ingest", job_id)
+            except SalesforceError as exc:
+                self.log.warning("could not abort job %s: %s", job_id, exc)
+
+
+def _error_codes(failed: pa.Table) -> Any:
+    """The status code at the start of each ``sf__Error`` (``UNABLE_TO_LOCK_ROW:...``)."""
+    return pc.struct_field(pc.extract_regex(failed.column("sf__Error"), r"^(?P<code>[A-Za-z_]+):"), "code")
+
+
+def _chain_first(first: pa.RecordBatch, rest: Any) -> Any:
+    yield first
+    yield from rest
+
+
+def _read_text_csv(path: str) -> pa.Table:
+    with open(path, "rb") as handle:
+        first = handle.readline().decode("utf-8-sig")
+    names = next(csv.reader(io.StringIO(first)))
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
+    )
+
+
+def _first_errors(failed: pa.Table | None) -> str:
+    if failed is None:
+        return "none"
+    errors = [parse_row_error(e or "") for e in failed.column("sf__Error").to_pylist()[:3]]
+    return "; ".join(f"{code}: {message} {fields or ''}".strip() for code, message, fields in errors)

@@ -1,0 +1,281 @@
+"""SalesforceBulkIngestOperator against the emulator: exact values, upsert idempotence, splitting, failures,
+lock retries, exactly-once across crashes, abort on kill, and every preflight error."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_sfint.compat import AirflowFailException
+from airflow_provider_sfint.emulator.datagen import HOSTILE_VALUES
+from airflow_provider_sfint.emulator.dml import sf_trim
+from airflow_provider_sfint.operators.bulk_ingest import STATE_KEY, SalesforceBulkIngestOperator
+
+from ..emulator.helpers import Admin
+from .conftest import StateStore, make_context
+
+TEXT_FIELDS = ["Description", "Site", "BillingStreet"]
+
+
+def _op(conn: str, source: Any, **kw: Any) -> SalesforceBulkIngestOperator:
+    kw.setdefault("poll_interval", 0.05)
+    kw.setdefault("object", "Account")
+    kw.setdefault("operation", "upsert")
+    kw.setdefault("external_id_field", "External_Id__c" if kw["operation"] == "upsert" else None)
+    return SalesforceBulkIngestOperator(task_id="load", source=source, sfint_conn_id=conn, **kw)
+
+
+def _accounts(n: int, prefix: str = "ING", seed: int = 3) -> pa.Table:
+    rng = random.Random(seed)
+    values = [v for v in HOSTILE_VALUES if v and len(v) <= 80 and v != "#N/A"]
+    rows = {
+        "External_Id__c": [f"{prefix}-{i:05d}" for i in range(n)],
+        "Name": [f"Account {prefix} {i}" for i in range(n)],
+        "Description": [values[i % len(values)] if i % 7 else None for i in range(n)],
+        "Site": [rng.choice(values)[:80] for _ in range(n)],
+        "BillingStreet": ["1 Main St\r\nSuite 2" if i % 3 == 0 else "line\nbreak\rcr" for i in range(n)],
+        "AnnualRevenue": [round(rng.uniform(0, 1e9), 2) if i % 5 else None for i in range(n)],
+        "NumberOfEmployees": [rng.randint(1, 100000) for _ in range(n)],
+        "Is_Strategic__c": [i % 2 == 0 for i in range(n)],
+    }
+    return pa.table(rows)
+
+
+def _stored(admin: Admin, prefix: str) -> dict[str, dict[str, Any]]:
+    return {r["External_Id__c"]: r for r in admin.records("Account") if str(r.get("External_Id__c")).startswith(prefix)}
+
+
+def _expect_text(value: Any) -> Any:
+    if value is None:
+        return None
+    text = sf_trim(str(value).replace("\x00", ""))
+    return text or None
+
+
+def test_hostile_rows_land_exactly_from_parquet(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    table = _accounts(600)
+    pq.write_table(table, tmp_path / "accounts.parquet")
+    summary = _op(conn, str(tmp_path / "accounts.parquet")).execute(make_context(StateStore()))
+    assert (summary["records"], summary["failed"], summary["succeeded"]) == (600, 0, 600)
+    stored = _stored(fresh_org, "ING-")
+    assert len(stored) == 600
+    for row in table.to_pylist():
+        got = stored[row["External_Id__c"]]
+        for f in [*TEXT_FIELDS, "Name"]:
+            assert got[f] == _expect_text(row[f]), (row["External_Id__c"], f, row[f], got[f])
+        assert got["NumberOfEmployees"] == row["NumberOfEmployees"]
+        assert bool(got["Is_Strategic__c"]) == row["Is_Strategic__c"]
+        if row["AnnualRevenue"] is not None:  # a currency field of scale 0: Salesforce rounds to whole units
+            assert got["AnnualRevenue"] == round(row["AnnualRevenue"])
+
+
+def test_upsert_twice_creates_nothing_the_second_time(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    table = _accounts(300, prefix="TWICE")
+    first = _op(conn, table).execute(make_context())
+    before = _stored(fresh_org, "TWICE-")
+    second = _op(conn, table).execute(make_context())
+    after = _stored(fresh_org, "TWICE-")
+    assert first["failed"] == second["failed"] == 0
+    assert len(after) == 300
+    assert {k: v["Id"] for k, v in before.items()} == {k: v["Id"] for k, v in after.items()}
+    assert {k: v["Description"] for k, v in before.items()} == {k: v["Description"] for k, v in after.items()}
+
+
+def test_null_policy_set_null_clears_and_leave_unchanged_keeps(conn: str, fresh_org: Admin) -> None:
+    base = pa.table({"External_Id__c": ["NP-1", "NP-2"], "Name": ["One", "Two"], "Site": ["keep", "keep"]})
+    _op(conn, base).execute(make_context())
+    nulls = pa.table({"External_Id__c": ["NP-1", "NP-2"], "Site": pa.array([None, ""], pa.string())})
+    _op(conn, nulls).execute(make_context())
+    assert {k: v["Site"] for k, v in _stored(fresh_org, "NP-").items()} == {"NP-1": "keep", "NP-2": "keep"}
+    _op(conn, nulls, null_policy="set_null").execute(make_context())
+    stored = _stored(fresh_org, "NP-")
+    assert stored["NP-1"]["Site"] is None  # None -> #N/A -> cleared
+    assert stored["NP-1"]["Name"] == "One"  # a column not in the input is untouched
+
+
+def test_split_into_several_jobs(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    table = _accounts(900, prefix="SPLIT")
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pq.write_table(table.slice(0, 450), folder / "a.parquet")
+    pq.write_table(table.slice(450), folder / "b.parquet")
+    summary = _op(conn, f"{folder}/", max_bytes_per_job=40_000, max_concurrent_jobs=2).execute(make_context())
+    assert len(summary["jobs"]) >= 4
+    assert summary["succeeded"] == 900 and len(_stored(fresh_org, "SPLIT-")) == 900
+    assert summary["batches"] >= len(summary["jobs"])
+
+
+def test_failed_rows_are_written_and_fail_the_task(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    rows = pa.table(
+        {
+            "External_Id__c": ["F-1", "F-2", "F-3"],
+            "Name": ["ok", None, "ok too"],  # a null Name fails insert with REQUIRED_FIELD_MISSING
+        }
+    )
+    pq.write_table(rows, tmp_path / "in.parquet")
+    with pytest.raises(AirflowFailException, match=r"1 of 3 rows failed.*REQUIRED_FIELD_MISSING"):
+        _op(conn, str(tmp_path / "in.parquet")).execute(make_context())
+    failed = pacsv.read_csv(tmp_path / "in.parquet.failed.csv").to_pylist()
+    assert [r["External_Id__c"] for r in failed] == ["F-2"]
+    assert failed[0]["sf__ErrorCode"] == "REQUIRED_FIELD_MISSING"
+    assert len(_stored(fresh_org, "F-")) == 2
+    summary = _op(conn, str(tmp_path / "in.parquet"), max_failed_records=1).execute(make_context())
+    assert summary["failed"] == 1 and summary["failed_output"].endswith("in.parquet.failed.csv")
+    with pytest.raises(AirflowFailException, match=r"max_failed_ratio=0\.1"):
+        _op(conn, str(tmp_path / "in.parquet"), max_failed_records=None, max_failed_ratio=0.1).execute(make_context())
+
+
+def test_lock_failures_are_retried_once(conn: str, fresh_org: Admin) -> None:
+    fresh_org.faults({"kind": "lock_row", "rate": 0.2, "path": "/jobs/ingest", "count": 40})
+    summary = _op(conn, _accounts(400, prefix="LOCK")).execute(make_context())
+    assert summary["retried"] > 0 and summary["failed"] == 0
+    assert len(_stored(fresh_org, "LOCK-")) == 400
+
+
+@pytest.mark.parametrize("crash_after", ["job", "uploaded", "upload-unrecorded", "closed"])
+def test_a_crash_then_a_retry_loads_each_row_once(
+    conn: str, fresh_org: Admin, tmp_path: Path, crash_after: str
+) -> None:
+    """Insert (no key to deduplicate on): after a crash at each step, the retry gives exactly one copy."""
+    rows = pa.table({"Name": [f"Once {crash_after} {i}" for i in range(500)], "Site": ["x"] * 500})
+    store = StateStore()
+
+    class WorkerDied(BaseException):
+        pass
+
+    real_set = store.set
+
+    def dying_set(key: str, value: Any, **kw: Any) -> None:
+        real_set(key, value, **kw)
+        step = "uploaded" if crash_after == "upload-unrecorded" else crash_after
+        if key == STATE_KEY and any(step in part for part in value["parts"].values()):
+            raise WorkerDied
+
+    store.set = dying_set  # type: ignore[method-assign]
+    op = _op(conn, rows, operation="insert", max_bytes_per_job=6_000, max_concurrent_jobs=1)
+    with pytest.raises(WorkerDied):
+        op.execute(make_context(store))
+    store.set = real_set  # type: ignore[method-assign]
+    assert store.get(STATE_KEY)["parts"]
+    if crash_after == "upload-unrecorded":  # the PUT arrived but the worker died before noting it
+        for part in store.values[STATE_KEY]["parts"].values():
+            part.pop("uploaded", None)
+    summary = _op(conn, rows, operation="insert", max_bytes_per_job=6_000, max_concurrent_jobs=1).execute(
+        make_context(store)
+    )
+    names = [r["Name"] for r in fresh_org.records("Account") if str(r["Name"]).startswith(f"Once {crash_after} ")]
+    assert len(names) == len(set(names)) == 500
+    assert summary["succeeded"] == 500 and store.get(STATE_KEY) is None
+
+
+def test_kill_aborts_running_jobs(conn: str, fresh_org: Admin) -> None:
+    fresh_org.set("bulk", processing_delay=30)
+    op = _op(conn, _accounts(50, prefix="KILL"), max_failed_records=None)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            op.execute(make_context())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    for _ in range(200):
+        if op._state.get("parts", {}).get("0", {}).get("closed"):
+            break
+        time.sleep(0.05)
+    op.on_kill()
+    thread.join(30)
+    (job_id,) = [p["job"] for p in op._state["parts"].values()]
+    assert op.bulk.job_info("ingest", job_id).state == "Aborted"
+    assert errors  # the task did not report success
+
+
+@pytest.mark.parametrize(
+    ("kw", "rows", "message"),
+    [
+        ({}, {"External_Id__c": ["a"], "Nmae": ["x"]}, r"no field 'Nmae'.*did you mean Name"),
+        ({"operation": "insert"}, {"Site": ["x"]}, r"Account.Name is required for insert"),
+        ({"operation": "insert"}, {"Name": ["x"], "CreatedDate": ["2024-01-01T00:00:00Z"]}, "not createable"),
+        ({"external_id_field": "Name"}, {"Name": ["x"]}, "not an External ID or idLookup"),
+        ({}, {"External_Id__c": ["d", "d"], "Name": ["x", "y"]}, r"row 2: External_Id__c 'd' repeats row 1"),
+        ({}, {"External_Id__c": ["n"], "NumberOfEmployees": ["12x"]}, r"row 1, column 'NumberOfEmployees'.*valid int"),
+        ({}, {"External_Id__c": ["t"], "Site": ["#N/A"]}, "literal text #N/A"),
+        ({}, {"External_Id__c": ["l"], "Site": ["x" * 81]}, "81 characters, over the field's 80"),
+        ({"operation": "delete", "external_id_field": None}, {"Id": ["001"], "Name": ["x"]}, "takes only the Id"),
+        ({"column_mapping": {"nope": "Name"}}, {"External_Id__c": ["m"]}, "column_mapping names 'nope'"),
+    ],
+)
+def test_preflight_errors_spend_nothing_beyond_describe(
+    conn: str, fresh_org: Admin, kw: dict[str, Any], rows: dict[str, list[Any]], message: str
+) -> None:
+    fresh_org._call("POST", "counters/reset")
+    with pytest.raises(AirflowFailException, match=message):
+        _op(conn, pa.table(rows), **kw).execute(make_context())
+    assert fresh_org.counters()["bulk_jobs"] == 0
+    assert all("jobs" not in path for path in fresh_org.counters()["requests"])
+
+
+def test_relationship_column_by_external_id(conn: str, fresh_org: Admin) -> None:
+    _op(conn, pa.table({"External_Id__c": ["PARENT-1"], "Name": ["Parent"]})).execute(make_context())
+    contacts = pa.table(
+        {"External_Id__c": ["C-1", "C-2"], "LastName": ["A", "B"], "Account.External_Id__c": ["PARENT-1", "PARENT-1"]}
+    )
+    _op(conn, contacts, object="Contact").execute(make_context())
+    parent = _stored(fresh_org, "PARENT-")["PARENT-1"]["Id"]
+    linked = [r["AccountId"] for r in fresh_org.records("Contact") if str(r.get("External_Id__c")).startswith("C-")]
+    assert linked == [parent, parent]
+
+
+def test_csv_and_jsonl_sources_keep_text_as_written(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_bytes(b'External_Id__c,Name,Site\n"CSV-1","NA","null"\n"CSV-2","multi\r\nline","N/A"\n')
+    _op(conn, str(tmp_path / "a.csv")).execute(make_context())
+    (tmp_path / "b.jsonl").write_text('{"External_Id__c": "JS-1", "Name": "None", "NumberOfEmployees": 5}\n')
+    _op(conn, str(tmp_path / "b.jsonl")).execute(make_context())
+    stored = {**_stored(fresh_org, "CSV-"), **_stored(fresh_org, "JS-")}
+    assert (stored["CSV-1"]["Name"], stored["CSV-1"]["Site"]) == ("NA", "null")
+    assert (stored["CSV-2"]["Name"], stored["CSV-2"]["Site"]) == ("multi\r\nline", "N/A")
+    assert (stored["JS-1"]["Name"], stored["JS-1"]["NumberOfEmployees"]) == ("None", 5)
+
+
+def test_deferrable_ingest_hands_its_jobs_to_the_trigger_and_back(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    """Without task_state_store (Airflow 3.1/3.2) the jobs per part travel in the trigger's event."""
+    import asyncio
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    pq.write_table(_accounts(300, prefix="DEF"), tmp_path / "in.parquet")
+    fresh_org.set("bulk", processing_delay=1.0)
+    op = _op(conn, str(tmp_path / "in.parquet"), deferrable=True, max_bytes_per_job=9_000, max_concurrent_jobs=2)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(make_context())
+    trigger = deferred.value.trigger
+    assert len(trigger.job_ids) == 2
+
+    async def wait() -> Any:
+        return [e.payload async for e in trigger.run()]
+
+    (event,) = asyncio.run(wait())
+    assert event["status"] == "success" and event["echo"]["parts"]
+    resumed = _op(conn, str(tmp_path / "in.parquet"), deferrable=True, max_bytes_per_job=9_000, max_concurrent_jobs=2)
+    summary = None
+    while summary is None:
+        try:
+            summary = resumed.execute_complete(make_context(), event)
+        except TaskDeferred as again:
+            (event,) = asyncio.run(_payloads(again.trigger))
+    assert summary["succeeded"] == 300 and len(summary["jobs"]) >= 3
+    assert len(_stored(fresh_org, "DEF-")) == 300
+
+
+async def _payloads(trigger: Any) -> list[Any]:
+    return [e.payload async for e in trigger.run()]
