@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -496,13 +497,15 @@ class Bulk2:
     def upload(self, job_id: str, path: str) -> bool:
         """PUT one CSV file as the job's data; returns False when the job already holds data (an earlier
         try's upload arrived), which is the only safe reading of Salesforce's "Found multiple contents"."""
-        with open(path, "rb") as handle:
-            data = handle.read()
+        def stream() -> Iterator[bytes]:  # read as sent: a part is never held in memory whole
+            with open(path, "rb") as handle:
+                yield from iter(lambda: handle.read(1 << 20), b"")
+
         request = ApiRequest(
             "PUT",
             jobs_path(self.config, "ingest", _check_id(job_id), "batches"),
-            content=data,
-            headers={"Content-Type": "text/csv"},
+            content=stream,
+            headers={"Content-Type": "text/csv", "Content-Length": str(os.path.getsize(path))},
             idempotent=False,  # a second PUT is refused; an ambiguous first one is resolved below
         )
         try:

@@ -16,7 +16,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -59,7 +59,7 @@ class ApiRequest:
     path: str
     params: dict[str, Any] | None = None
     json: Any = None
-    content: bytes | None = None
+    content: bytes | Callable[[], Iterator[bytes]] | None = None  # a callable gives a fresh stream per attempt
     headers: dict[str, str] = field(default_factory=dict)
     idempotent: bool | None = None
     authenticated: bool = True
@@ -172,7 +172,7 @@ class Transport:
             url = request.path if "://" in request.path else session.instance_url + request.path
         else:
             url = request.path
-        content = request.content
+        content: Any = request.content() if callable(request.content) else request.content
         if request.json is not None:
             content = json.dumps(request.json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             headers.setdefault("Content-Type", "application/json; charset=UTF-8")

@@ -200,40 +200,65 @@ class SalesforceBulkIngestOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from exc
         splitter = PartSplitter(folder, plan.header, self.max_bytes_per_job)
         problems: list[str] = []
-        keys: dict[int, int] = {}
-        duplicates: list[str] = []
+        hashes: list[Any] = []
         rows = 0
         for batch in _chain_first(first, batches):
             problems += check_values(plan, batch, rows)
             if plan.key is not None:
-                self._check_keys(plan, batch, rows, keys, duplicates)
-            if not problems and not duplicates:
+                hashes.append(self._key_hashes(plan, batch, rows, problems))
+            if not problems:
                 splitter.add(csv_text(plan, batch, self.null_policy), rows)
             rows += batch.num_rows
             if len(problems) > 200:
                 break
-        if duplicates:
-            problems += duplicates
+        if not problems:
+            problems += self._duplicates(plan, hashes)
         if problems:
             raise AirflowFailException(str(PreflightError(self.object, problems)))
         return plan, splitter.finish(), rows
 
     @staticmethod
-    def _check_keys(
-        plan: IngestPlan, batch: pa.RecordBatch, first_row: int, seen: dict[int, int], out: list[str]
-    ) -> None:
+    def _key_hashes(plan: IngestPlan, batch: pa.RecordBatch, first_row: int, out: list[str]) -> Any:
+        """64-bit hashes of the batch's keys (8 bytes a row, so millions of rows cost little); empty keys
+        are reported."""
+        import numpy as np
+        import pandas as pd
+
         assert plan.key is not None
         source = plan.source_names[plan.header.index(plan.key)]
         values = batch.column(batch.schema.get_field_index(source))
-        text = pc.cast(values, pa.string()) if not pa.types.is_string(values.type) else values
-        for i, value in enumerate(text.to_pylist()):
-            if value is None or value == "":
-                out.append(f"row {first_row + i + 1}: the key column {source!r} is empty") if len(out) < 50 else None
-                continue
-            h = hash(value)
-            if h in seen and len(out) < 50:
-                out.append(f"row {first_row + i + 1}: {plan.key} {value!r} repeats row {seen[h]}")
-            seen.setdefault(h, first_row + i + 1)
+        text = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+        empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), True)
+        for i in pc.indices_nonzero(empty).to_pylist()[: max(0, 50 - len(out))]:
+            out.append(f"row {first_row + i + 1}: the key column {source!r} is empty")
+        return pd.util.hash_array(np.asarray(text.to_numpy(zero_copy_only=False), dtype=object))
+
+    def _duplicates(self, plan: IngestPlan, hashes: list[Any]) -> list[str]:
+        """Rows whose key repeats an earlier row's (found by hash, confirmed on the values)."""
+        import numpy as np
+
+        if not hashes:
+            return []
+        every = np.concatenate(hashes)
+        unique, counts = np.unique(every, return_counts=True)
+        repeated = set(unique[counts > 1].tolist())
+        if not repeated:
+            return []
+        assert plan.key is not None
+        source = plan.source_names[plan.header.index(plan.key)]
+        first_seen: dict[str, int] = {}
+        out: list[str] = []
+        row = 0
+        flagged = np.isin(every, np.fromiter(repeated, dtype=every.dtype))
+        for batch in iter_source(self._source()):
+            values = batch.column(batch.schema.get_field_index(source)).to_pylist()
+            for i, value in enumerate(values):
+                if flagged[row + i]:
+                    if value in first_seen and len(out) < 50:
+                        out.append(f"row {row + i + 1}: {plan.key} {value!r} repeats row {first_seen[value]}")
+                    first_seen.setdefault(value, row + i + 1)
+            row += len(values)
+        return out
 
     # --- state (task_state_store on Airflow 3.3) ---------------------------------------------------
 
