@@ -9,7 +9,7 @@ FLOOR_AIRFLOW ?= 3.1.8
 FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
-.PHONY: install test test-floor lint typecheck pytest emulator bench-emulator bench-query clean
+.PHONY: install test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ bench-emulator: $(STAMP)
 bench-query: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'apache-airflow-providers-salesforce>=5.10'
 	$(BIN)/python bench/query.py
+
+bench-ingest: $(STAMP)
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -17,7 +17,8 @@ def _blocks(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("doc", "index"), [("client.md", 0), ("emulator.md", 0), ("bulk-query.md", 0), ("bulk-query.md", 1)]
+    ("doc", "index"),
+    [("client.md", 0), ("emulator.md", 0), ("bulk-query.md", 0), ("bulk-query.md", 1), ("bulk-ingest.md", 0)],
 )
 def test_doc_example_runs(
     doc: str, index: int, emulator_url: str, fresh_org: Admin, capsys: pytest.CaptureFixture[str]
@@ -33,3 +34,17 @@ def test_connection_doc_example_runs(monkeypatch: pytest.MonkeyPatch, emulator_u
     assert conn is not None
     monkeypatch.setenv("AIRFLOW_CONN_SFINT_DEFAULT", conn.group(1).replace("http://127.0.0.1:8765", emulator_url))
     exec(compile(_blocks("connections.md")[0], "connections.md", "exec"), {"__name__": "__docs__"})
+
+
+def test_ingest_doc_example_runs(monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin) -> None:
+    import json
+
+    from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
+
+    extra = {"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SFINT_DEFAULT", json.dumps({"conn_type": "sfint", "host": emulator_url, "extra": extra})
+    )
+    exec(compile(_blocks("bulk-ingest.md")[1], "bulk-ingest.md[1]", "exec"), {"__name__": "__docs__"})
+    names = {r["External_Id__c"]: r["Name"] for r in fresh_org.records("Account") if r.get("External_Id__c")}
+    assert (names["DOC-1"], names["DOC-2"]) == ("Acme", "Globex")

@@ -497,6 +497,7 @@ class Bulk2:
     def upload(self, job_id: str, path: str) -> bool:
         """PUT one CSV file as the job's data; returns False when the job already holds data (an earlier
         try's upload arrived), which is the only safe reading of Salesforce's "Found multiple contents"."""
+
         def stream() -> Iterator[bytes]:  # read as sent: a part is never held in memory whole
             with open(path, "rb") as handle:
                 yield from iter(lambda: handle.read(1 << 20), b"")

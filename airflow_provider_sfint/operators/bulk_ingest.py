@@ -317,6 +317,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
                     self.log.info("job %s already held this part's data (an earlier try uploaded it)", job_id)
                 self._record(part.index, uploaded=True)
             self.bulk.close(job_id)
+            self._last_close = time.monotonic()
             self._record(part.index, closed=True)
         elif state in ("Failed", "Aborted"):
             raise BulkJobError(
@@ -354,6 +355,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
         return self._run(context, resumed=True)
 
     def _run(self, context: Any, resumed: bool) -> dict[str, Any]:
+        self._run_started = time.monotonic()
         folder = tempfile.mkdtemp(prefix="sfint-ingest-")
         try:
             plan, parts, rows = self._prepare(folder)
@@ -454,6 +456,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
             "batches": sum(-(-p.rows // 10_000) for p in parts),
             "api_calls": self.hook.client.api_calls - getattr(self, "_calls", 0),
             "seconds": round(time.monotonic() - getattr(self, "_started", time.monotonic()), 3),
+            "upload_seconds": round(getattr(self, "_last_close", self._run_started) - self._run_started, 3),
         }
         if self._store is not None:
             self._store.delete(STATE_KEY)
