@@ -357,7 +357,7 @@ def measure(server: EmulatorProcess, tool: str, workload: str) -> dict[str, Any]
         "wall_s": round(result["wall_s"], 2),
         "client_s": round(result["client_s"], 2),
         "peak_rss_mb": result["peak_rss_mb"],
-        "api_calls": sum(counters["requests"].values()),
+        "api_calls": counters["requests"].get("api calls", 0),
         "records": result["records"],
     }
     print(json.dumps(row), flush=True)
@@ -375,8 +375,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--large-rows", type=int, default=5_000_000, help="sfint's memory at this size (0: skip)")
-    parser.add_argument("--cap-mb", type=float, default=30.0, help="per-connection bandwidth cap, MB/s")
-    parser.add_argument("--cap-rows", type=int, default=1_000_000)
+    parser.add_argument("--cap-mb", type=float, default=10.0, help="per-connection bandwidth cap, MB/s")
+    parser.add_argument("--cap-rows", type=int, default=500_000)
     parser.add_argument("--tools", default="sfint,simple-salesforce,simple-salesforce-pandas,official-provider,floor")
     parser.add_argument("--out", default="bench/results/query.json")
     parser.add_argument("--child")

@@ -291,6 +291,8 @@ def test_bad_input_fails_before_any_job(conn: str, fresh_org: Admin, tmp_path: P
         _op(conn, tmp_path / "x.parquet", soql="SELECT Id FROM Acount").execute(make_context())
     with pytest.raises(AirflowFailException, match="aggregate"):
         _op(conn, tmp_path / "x.parquet", soql="SELECT COUNT(Id) FROM Account").execute(make_context())
+    with pytest.raises(AirflowFailException, match="MALFORMED_QUERY"):
+        _op(conn, tmp_path / "x.parquet", soql="SELECT Id FROM Account WHERE Name = ").execute(make_context())
     with pytest.raises(AirflowFailException, match="OFFSET"):
         _op(conn, tmp_path / "x.parquet", soql="SELECT Id FROM Account LIMIT 5 OFFSET 2").execute(make_context())
     assert fresh_org.counters()["bulk_jobs"] == jobs
