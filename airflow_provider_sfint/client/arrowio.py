@@ -660,7 +660,9 @@ def iter_source(source: Any, batch_rows: int = 20_000) -> Iterator[pa.RecordBatc
         with path.open("rb") as handle:
             name = path.name.lower()
             if name.endswith(".parquet"):
-                yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows)
+                # Buffered, not pre-buffered: pages are read as batches need them, not a whole row group at once.
+                parquet = pq.ParquetFile(handle, buffer_size=1 << 20, pre_buffer=False)
+                yield from parquet.iter_batches(batch_size=batch_rows, use_threads=False)
             elif name.endswith(".csv"):
                 yield from _csv_text_batches(handle, batch_rows)
             else:

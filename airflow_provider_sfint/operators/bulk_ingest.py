@@ -222,7 +222,6 @@ class SalesforceBulkIngestOperator(BaseOperator):
         """64-bit hashes of the batch's keys (8 bytes a row, so millions of rows cost little); empty keys
         are reported."""
         import numpy as np
-        import pandas as pd
 
         assert plan.key is not None
         source = plan.source_names[plan.header.index(plan.key)]
@@ -231,7 +230,8 @@ class SalesforceBulkIngestOperator(BaseOperator):
         empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), True)
         for i in pc.indices_nonzero(empty).to_pylist()[: max(0, 50 - len(out))]:
             out.append(f"row {first_row + i + 1}: the key column {source!r} is empty")
-        return pd.util.hash_array(np.asarray(text.to_numpy(zero_copy_only=False), dtype=object))
+        keys = text.to_pylist()
+        return np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys))
 
     def _duplicates(self, plan: IngestPlan, hashes: list[Any]) -> list[str]:
         """Rows whose key repeats an earlier row's (found by hash, confirmed on the values)."""
