@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .clock import format_datetime, stored_to_json
-from .dml import MultipleMatches, ValueTypeError, Writer
+from .dml import MultipleMatches, ValueTypeError, Writer, WriteResult, coerce, sf_trim
 from .errors import ApiError, RecordError, not_found
 from .ids import make_id, to18
 from .render import number_text
@@ -606,6 +606,7 @@ class IngestRun:
         self.em = bulk.em
         self.obj: ObjectDef = self.em.org.objects[job.object]
         self.folder = bulk.folder(job)
+        self._matches: tuple[FieldDef, dict[Any, list[str]]] | None = None  # an upsert batch's prefetched ids
 
     def run(self) -> None:
         job = self.job
@@ -702,10 +703,18 @@ class IngestRun:
         parent_col = self._parent_column(columns)
         locked_parents: set[str] = set()
         deferred = job.operation == "insert"
+        self._matches = None
+        names = [f.name if f is not None and kind == "field" else "" for kind, f, _ in columns]
         with em.store.transaction():
             if deferred:  # validated row by row as REST does; inserted together at the end of the batch
-                names = [f.name if f is not None and kind == "field" else "" for kind, f, _ in columns]
                 writer.begin_deferred(self.obj, [dict(zip(names, row, strict=False)) for _, row in batch], len(batch))
+            elif job.operation == "upsert":
+                creates = self._prefetch_upsert(batch, columns)
+                if creates is not None:  # new records are inserted together, as for insert
+                    deferred = True
+                    writer.begin_deferred(
+                        self.obj, [dict(zip(names, row, strict=False)) for row in creates], len(creates)
+                    )
             for _, row in batch:
                 parent = row[parent_col] if parent_col is not None and len(row) == len(columns) else ""
                 if parent and parent in locked_parents:
@@ -753,6 +762,43 @@ class IngestRun:
             (ok_out if success else bad_out).writerow(values)
         job.processed += len(results)
         job.failed += sum(1 for success, _ in results if not success)
+
+    def _ext_key(self, ext: FieldDef, value: Any) -> Any:
+        value = coerce(ext, value)
+        return value.lower() if isinstance(value, str) and not ext.case_sensitive else value
+
+    def _prefetch_upsert(
+        self, batch: list[tuple[int, list[str]]], columns: list[tuple[str, FieldDef | None, Any]]
+    ) -> list[list[str]] | None:
+        """Look up a batch's external ids in one query per 500 and return the rows that will be created;
+        None (row-by-row upserts) when an id repeats within the batch, so the rows apply in order."""
+        ext = self.obj.field(self.job.external_id or "")
+        if ext is None or ext.name == "Id":
+            return None
+        at = next((i for i, (kind, f, _) in enumerate(columns) if kind == "field" and f is ext), None)
+        if at is None:
+            return None
+        try:
+            keyed = [(self._ext_key(ext, row[at]), row) for _, row in batch if len(row) == len(columns) and row[at]]
+        except ValueTypeError:
+            return None
+        keys = [k for k, _ in keyed if k is not None]
+        if len(set(keys)) != len(keys):
+            return None
+        matches: dict[Any, list[str]] = {}
+        values = [coerce(ext, row[at]) for _, row in keyed]
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            _, hits = self.em.store.query(
+                f'SELECT "{ext.name}", "Id" FROM {self.obj.table} WHERE "{ext.name}" IN ({marks}) '
+                'AND "IsDeleted" = 0 ORDER BY rid',
+                chunk,
+            )
+            for value, record_id in hits:
+                matches.setdefault(self._ext_key(ext, value), []).append(record_id)
+        self._matches = (ext, matches)
+        return [row for key, row in keyed if key not in matches]
 
     def _parent_column(self, columns: list[tuple[str, FieldDef | None, Any]]) -> int | None:
         name = self.bulk.settings.lock_parent_field
@@ -806,7 +852,10 @@ class IngestRun:
             if ext_value is None:
                 raise RecordError("MISSING_ARGUMENT", f"{self.job.external_id} not specified", [self.job.external_id])
             try:
-                result = writer.upsert(self.obj, self.job.external_id, ext_value, body)
+                if self._matches is not None and sf_trim(str(ext_value)) is not None:
+                    result = self._upsert_prefetched(writer, ext_value, body)
+                else:
+                    result = writer.upsert(self.obj, self.job.external_id, ext_value, body)
             except MultipleMatches as exc:
                 raise RecordError(
                     "DUPLICATE_EXTERNAL_ID",
@@ -815,6 +864,19 @@ class IngestRun:
                 ) from None
             return result.id, result.created
         return writer.delete(self.obj, record_id, hard=op == "hardDelete"), False
+
+    def _upsert_prefetched(self, writer: Writer, ext_value: Any, body: dict[str, Any]) -> WriteResult:
+        """What Writer.upsert does, with the batch's matches already looked up."""
+        assert self._matches is not None
+        ext, matches = self._matches
+        found = matches.get(self._ext_key(ext, ext_value), [])
+        if len(found) > 1:
+            raise MultipleMatches(self.obj, found)
+        if found:
+            return WriteResult(writer.update(self.obj, found[0], body, ignore=frozenset({ext.name.lower()})), False)
+        create_body = {k: v for k, v in body.items() if k.lower() != ext.name.lower()}
+        create_body[ext.name] = ext_value
+        return WriteResult(writer.create(self.obj, create_body, ignore=frozenset({"id"})), True)
 
 
 def register(router: Router, em: Emulator) -> None:

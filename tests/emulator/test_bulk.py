@@ -401,3 +401,25 @@ def test_custom_lookup_by_external_id_and_case_numbers(sf: SalesforceHttp, admin
     _, info = _ingest(sf, "Subject\n" + "".join(f"Case {i}\n" for i in range(30)), object="Case")
     numbers = [r["CaseNumber"] for r in admin.records("Case")]
     assert len(numbers) == len(set(numbers))
+
+
+def test_upsert_batches_match_like_row_by_row_upserts(sf: SalesforceHttp, admin: Admin) -> None:
+    """A batch's external ids are looked up together: case-insensitive matches update, new ones create,
+    and an id repeated within one batch still applies in order (create, then update)."""
+    (existing,) = admin.load("Account", [{"Name": "Before", "External_Id__c": "UPB-1"}])
+    body = "External_Id__c,Name\nupb-1,Matched case-insensitively\nUPB-2,Created\nUPB-3,First\n"
+    job, info = _ingest(sf, body, object="Account", operation="upsert", externalIdFieldName="External_Id__c")
+    assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (3, 0)
+    results = {r[3]: r for r in _rows(sf.get(f"jobs/ingest/{job}/successfulResults/").text)[1:]}
+    assert results["Matched case-insensitively"][:2] == [existing, "false"]
+    assert results["Created"][1] == results["First"][1] == "true"
+    job, info = _ingest(
+        sf,
+        "External_Id__c,Name\nUPB-4,One\nUPB-4,Two\n",
+        object="Account",
+        operation="upsert",
+        externalIdFieldName="External_Id__c",
+    )
+    assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (2, 0)
+    named = {r["Name"] for r in admin.records("Account") if r.get("External_Id__c") == "UPB-4"}
+    assert named == {"Two"}
