@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import pathlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -657,10 +658,11 @@ def iter_source(source: Any, batch_rows: int = 20_000) -> Iterator[pa.RecordBatc
         yield from pa.Table.from_pandas(source, preserve_index=False).to_batches(batch_rows)
         return
     for path in source_files(source):
-        with path.open("rb") as handle:
+        local = _local_path(path)
+        with pa.OSFile(local, "rb") if local else path.open("rb") as handle:
             name = path.name.lower()
             if name.endswith(".parquet"):
-                # Buffered, not pre-buffered: pages are read as batches need them, not a whole row group at once.
+                # Buffered, not pre-buffered, no threads: pages are read as batches need them.
                 parquet = pq.ParquetFile(handle, buffer_size=1 << 20, pre_buffer=False)
                 yield from parquet.iter_batches(batch_size=batch_rows, use_threads=False)
             elif name.endswith(".csv"):
@@ -671,6 +673,16 @@ def iter_source(source: Any, batch_rows: int = 20_000) -> Iterator[pa.RecordBatc
                 reader = pajson.open_json(handle, read_options=pajson.ReadOptions(block_size=1 << 20))
                 for batch in reader:
                     yield from pa.Table.from_batches([batch]).to_batches(batch_rows)
+
+
+def _local_path(path: Any) -> str | None:
+    """A local file's plain path, so pyarrow reads it natively instead of through a Python file object."""
+    if isinstance(path, pathlib.PurePath):
+        return str(path)
+    protocol = getattr(path, "protocol", None)
+    if protocol in ("file", "local") and isinstance(getattr(path, "path", None), str):
+        return str(path.path)
+    return None
 
 
 @dataclass(frozen=True)
@@ -937,6 +949,14 @@ class PartSplitter:
         self._handle = None
 
     def add(self, table: pa.Table, first_row: int = 0) -> None:
+        if table.num_rows and self._handle is not None:  # the common case: the whole batch fits
+            data = csv_rows(table)
+            if self._bytes + len(data) <= self.max_bytes:
+                self._handle.write(data)
+                self._hash.update(data)
+                self._rows += table.num_rows
+                self._bytes += len(data)
+                return
         start = 0
         while start < table.num_rows:
             chunk = table.slice(start, self.rows_per_slice)
