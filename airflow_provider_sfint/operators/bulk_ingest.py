@@ -393,8 +393,28 @@ class SalesforceBulkIngestOperator(BaseOperator):
                 with ThreadPoolExecutor(self.max_concurrent_jobs, thread_name_prefix="sfint-ingest") as pool:
                     list(pool.map(lambda p: self._finish_part(p, self._start(p, context)), pending))
             return self._summarise(context, plan, parts, rows, folder)
+        except Exception as exc:
+            if not _is_deferral(exc):
+                self._abort_open_jobs()
+            raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _abort_open_jobs(self) -> None:
+        """After a failure: abort jobs still Open (nothing of theirs was processed) and forget them, so no
+        job is left open and a retry starts those parts afresh. Closed jobs keep running: their rows load,
+        and a retry re-attaches to them."""
+        for index, entry in list(self._state.get("parts", {}).items()):
+            if entry.get("job") and not entry.get("closed"):
+                try:
+                    self.bulk.abort("ingest", entry["job"])
+                except SalesforceError as error:
+                    self.log.warning("could not abort job %s: %s", entry["job"], error)
+                    continue
+                with self._lock:
+                    self._state["parts"].pop(index, None)
+                    if self._store is not None:
+                        self._store.set(STATE_KEY, self._state)
 
     def _finish_part(self, part: UploadPart, job_id: str | None = None) -> None:
         job_id = job_id or self._state["parts"][str(part.index)]["job"]
@@ -519,6 +539,10 @@ class SalesforceBulkIngestOperator(BaseOperator):
                 self.bulk.abort("ingest", job_id)
             except SalesforceError as exc:
                 self.log.warning("could not abort job %s: %s", job_id, exc)
+
+
+def _is_deferral(exc: BaseException) -> bool:
+    return type(exc).__name__ == "TaskDeferred"
 
 
 def _error_codes(failed: pa.Table) -> Any:

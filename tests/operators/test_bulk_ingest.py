@@ -60,10 +60,11 @@ def _expect_text(value: Any) -> Any:
     return text or None
 
 
-def test_hostile_rows_land_exactly_from_parquet(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+@pytest.mark.parametrize("operation", ["upsert", "insert"])
+def test_hostile_rows_land_exactly_from_parquet(conn: str, fresh_org: Admin, tmp_path: Path, operation: str) -> None:
     table = _accounts(600)
     pq.write_table(table, tmp_path / "accounts.parquet")
-    summary = _op(conn, str(tmp_path / "accounts.parquet")).execute(make_context(StateStore()))
+    summary = _op(conn, str(tmp_path / "accounts.parquet"), operation=operation).execute(make_context(StateStore()))
     assert (summary["records"], summary["failed"], summary["succeeded"]) == (600, 0, 600)
     stored = _stored(fresh_org, "ING-")
     assert len(stored) == 600
@@ -279,3 +280,19 @@ def test_deferrable_ingest_hands_its_jobs_to_the_trigger_and_back(conn: str, fre
 
 async def _payloads(trigger: Any) -> list[Any]:
     return [e.payload async for e in trigger.run()]
+
+
+def test_a_failure_leaves_no_job_open(conn: str, fresh_org: Admin) -> None:
+    """A part's upload is refused (the emulator's size cap): the job created for it is aborted, not left Open."""
+    fresh_org.set("bulk", max_upload_bytes=30_000)
+    op = _op(conn, _accounts(300, prefix="OPEN"), max_bytes_per_job=60_000, max_concurrent_jobs=1)
+    with pytest.raises(Exception, match="EXCEEDED_MAX_SIZE_REQUEST"):
+        op.execute(make_context(StateStore()))
+    listed = fresh_org._call("GET", "bulk")
+    states = [op.bulk.job_info("ingest", j).state for j in _all_ingest_jobs(op)]
+    assert states and "Open" not in states, (states, listed)
+
+
+def _all_ingest_jobs(op: SalesforceBulkIngestOperator) -> list[str]:
+    page = op.hook.client.request("GET", "jobs/ingest")
+    return [j["id"] for j in page["records"]]
