@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -83,3 +84,28 @@ class EmulatorProcess:
         response = httpx.request(method, f"{self.url}/__emulator__/{path}", verify=self.verify, timeout=3600, **kw)
         response.raise_for_status()
         return response.json()
+
+
+def token(url: str, verify: bool | str) -> dict[str, Any]:
+    """A client-credentials token from the emulator (its default connected app)."""
+    response = httpx.post(
+        f"{url}/services/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "sfint-emulator",
+            "client_secret": "sfint-emulator-secret",
+        },
+        verify=verify,
+    )
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def run_child(command: list[str]) -> dict[str, Any]:
+    """Run one measured tool in its own process; its last ``RESULT {json}`` line, or ``{"error": ...}``."""
+    process = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
+    if process.returncode or not lines:
+        print(process.stdout[-2000:], process.stderr[-4000:], file=sys.stderr)
+        return {"error": (process.stderr or process.stdout)[-500:]}
+    return dict(json.loads(lines[-1][len("RESULT ") :]))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import EmulatorProcess, machine, rss_mb
+from common import EmulatorProcess, machine, rss_mb, run_child
+from common import token as client_token
 
 COLUMNS = [
     "External_Id__c", "Name", "Type", "BillingStreet", "BillingCity", "BillingState", "BillingPostalCode",
@@ -127,14 +127,11 @@ def run_sfint(url: str, cert: str, source: Path, out: dict[str, Any]) -> None:
 
 
 def run_simple_salesforce(url: str, cert: str, source: Path, out: dict[str, Any]) -> None:
-    import requests
     from simple_salesforce import Salesforce
     from simple_salesforce.bulk2 import _Bulk2Client
 
     os.environ["REQUESTS_CA_BUNDLE"] = cert
-    token = requests.post(
-        f"{url}/services/oauth2/token", data={"grant_type": "client_credentials", **CLIENT}, verify=cert
-    ).json()
+    token = client_token(url, cert)
     closes: list[float] = []
     original = _Bulk2Client.close_job
 
@@ -166,9 +163,7 @@ def run_floor(url: str, cert: str, source: Path, out: dict[str, Any], jobs: int)
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    token = httpx.post(
-        f"{url}/services/oauth2/token", data={"grant_type": "client_credentials", **CLIENT}, verify=cert
-    ).json()["access_token"]
+    token = client_token(url, cert)["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     base = "/services/data/v62.0/jobs/ingest"
     started = time.perf_counter()
@@ -219,20 +214,14 @@ def child(tool: str, url: str, cert: str, source: str, jobs: int) -> None:
 def measure(server: EmulatorProcess, tool: str, source: Path, rows: int, jobs: int) -> dict[str, Any]:
     server.admin("POST", "reset", json={"seed": "empty"})
     server.admin("POST", "counters/reset")
-    process = subprocess.run(
+    result = run_child(
         [
             *(sys.executable, __file__, "--child", tool, "--url", server.url, "--cert", str(server.verify)),
             *("--source", str(source), "--jobs", str(jobs)),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+        ]
     )
-    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
-    if process.returncode or not lines:
-        print(process.stdout[-2000:], process.stderr[-4000:], file=sys.stderr)
-        return {"tool": tool, "rows_in": rows, "error": (process.stderr or process.stdout)[-500:]}
-    result = json.loads(lines[-1][len("RESULT ") :])
+    if "error" in result:
+        return {"tool": tool, "rows_in": rows, "error": result["error"]}
     counters = server.admin("GET", "counters")
     row = {
         "tool": tool,

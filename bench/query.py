@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import EmulatorProcess, machine, rss_mb
+from common import EmulatorProcess, machine, rss_mb, run_child
+from common import token as client_token
 
 FIELDS = [
     "Id", "IsDeleted", "Name", "Type", "ParentId", "BillingStreet", "BillingCity", "BillingState",
@@ -201,15 +201,7 @@ def run_simple_salesforce(url: str, cert: str, out: Path, pandas: bool = False) 
 
     os.environ["REQUESTS_CA_BUNDLE"] = cert  # simple-salesforce's bulk2 builds its own requests calls
     schema = _schema(url, cert)
-    token = requests.post(
-        f"{url}/services/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": "sfint-emulator",
-            "client_secret": "sfint-emulator-secret",
-        },
-        verify=cert,
-    ).json()
+    token = client_token(url, cert)
     session = requests.Session()
     session.verify = cert
     started = time.perf_counter()
@@ -237,18 +229,9 @@ def run_simple_salesforce(url: str, cert: str, out: Path, pandas: bool = False) 
 
 
 def run_official_provider(url: str, cert: str, out: Path) -> dict[str, Any]:
-    import requests
 
     schema = _schema(url, cert)
-    token = requests.post(
-        f"{url}/services/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": "sfint-emulator",
-            "client_secret": "sfint-emulator-secret",
-        },
-        verify=cert,
-    ).json()
+    token = client_token(url, cert)
     home = tempfile.mkdtemp(prefix="sfint-bench-airflow-")
     os.environ.update(
         {
@@ -284,15 +267,7 @@ def run_floor(url: str, cert: str, out: Path) -> dict[str, Any]:
 
     schema = _schema(url, cert)
     parser = CsvParser(schema)
-    token = httpx.post(
-        f"{url}/services/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": "sfint-emulator",
-            "client_secret": "sfint-emulator-secret",
-        },
-        verify=cert,
-    ).json()["access_token"]
+    token = client_token(url, cert)["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
     with httpx.Client(base_url=url, verify=cert, headers=headers, timeout=600) as http:
@@ -339,17 +314,9 @@ def child(tool: str, url: str, cert: str) -> None:
 
 def measure(server: EmulatorProcess, tool: str, workload: str) -> dict[str, Any]:
     server.admin("POST", "counters/reset")
-    process = subprocess.run(
-        [sys.executable, __file__, "--child", tool, "--url", server.url, "--cert", str(server.verify)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
-    if process.returncode or not lines:
-        print(process.stdout[-2000:], process.stderr[-4000:], file=sys.stderr)
-        return {"tool": tool, "workload": workload, "error": (process.stderr or process.stdout)[-500:]}
-    result = json.loads(lines[-1][len("RESULT ") :])
+    result = run_child([sys.executable, __file__, "--child", tool, "--url", server.url, "--cert", str(server.verify)])
+    if "error" in result:
+        return {"tool": tool, "workload": workload, "error": result["error"]}
     counters = server.admin("GET", "counters")
     row = {
         "tool": tool,

@@ -623,6 +623,28 @@ def source_files(path: OutputPath) -> list[Any]:
     return files
 
 
+def text_csv_options(names: list[str]) -> dict[str, Any]:
+    """pyarrow CSV options that read every column as text, exactly as written: a header line skipped,
+    newlines inside quoted values kept, and only the empty field taken as null."""
+    return {
+        "read_options": pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 20, use_threads=False),
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
+    }
+
+
+def read_text_csv(path: str) -> pa.Table:
+    """A whole (small) CSV file as text columns, e.g. a job's failed results."""
+    with open(path, "rb") as handle:
+        batches = list(_csv_text_batches(handle, 1 << 20))
+    return pa.Table.from_batches(batches) if batches else pa.table({})
+
+
 def _csv_text_batches(handle: Any, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """A CSV file as batches of text columns: values stay exactly as written (no type guessing, and only
     the empty field is null)."""
@@ -633,17 +655,7 @@ def _csv_text_batches(handle: Any, batch_rows: int) -> Iterator[pa.RecordBatch]:
     names = next(csv.reader([first])) if first.strip() else []
     if not names:
         return
-    reader = pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 20, use_threads=False),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        ),
-    )
+    reader = pacsv.open_csv(stream, **text_csv_options(names))
     for batch in reader:
         yield from pa.Table.from_batches([batch]).to_batches(batch_rows)
 

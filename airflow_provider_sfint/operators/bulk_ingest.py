@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 import tempfile
 import threading
@@ -29,6 +27,7 @@ from ..client.arrowio import (
     csv_text,
     iter_source,
     plan_ingest,
+    read_text_csv,
 )
 from ..client.bulk2 import (
     INGEST_OPERATIONS,
@@ -45,6 +44,7 @@ from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
+from ._settings import check_waiting
 
 STATE_KEY = "sfint_bulk_ingest"
 HARD_CAP_BYTES = 150_000_000 * 3 // 4  # 150 MB after base64
@@ -130,8 +130,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
             raise ValueError(f"max_failed_records must be 0 or more, got {max_failed_records}")
         if max_failed_ratio is not None and not 0 <= float(max_failed_ratio) <= 1:
             raise ValueError(f"max_failed_ratio must be between 0 and 1, got {max_failed_ratio}")
-        if float(poll_interval) <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+        check_waiting(poll_interval, timeout, min_remaining_api_percent)
         self.object = object
         self.operation = operation
         self.source = source
@@ -432,7 +431,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
         target = f"{folder}/failed-{job_id}.csv"
         if self.bulk.download_results(job_id, "failedResults", target) == 0:
             return None
-        table = _read_text_csv(target)
+        table = read_text_csv(target)
         return table if table.num_rows else None
 
     def _summarise(
@@ -553,23 +552,6 @@ def _error_codes(failed: pa.Table) -> Any:
 def _chain_first(first: pa.RecordBatch, rest: Any) -> Any:
     yield first
     yield from rest
-
-
-def _read_text_csv(path: str) -> pa.Table:
-    with open(path, "rb") as handle:
-        first = handle.readline().decode("utf-8-sig")
-    names = next(csv.reader(io.StringIO(first)))
-    return pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        ),
-    )
 
 
 def _first_errors(failed: pa.Table | None) -> str:

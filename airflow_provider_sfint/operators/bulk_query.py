@@ -19,6 +19,7 @@ from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
+from ._settings import check_waiting
 
 PROGRESS_EVERY = 10.0
 PROGRESS_KEY = "sfint_bulk_query_progress"
@@ -90,12 +91,7 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
             raise ValueError(f"parallel_pages must be between 1 and 32, got {parallel_pages}")
         if part_size is not None and int(part_size) < 1:
             raise ValueError(f"part_size must be a positive number of rows, got {part_size}")
-        if float(poll_interval) <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
-        if timeout is not None and float(timeout) <= 0:
-            raise ValueError(f"timeout must be positive seconds or None, got {timeout}")
-        if min_remaining_api_percent is not None and not 0 <= float(min_remaining_api_percent) < 100:
-            raise ValueError(f"min_remaining_api_percent must be in [0, 100), got {min_remaining_api_percent}")
+        check_waiting(poll_interval, timeout, min_remaining_api_percent)
         if not 0 <= int(max_split_depth) <= 10:
             raise ValueError(f"max_split_depth must be between 0 and 10, got {max_split_depth}")
         self.soql = soql
