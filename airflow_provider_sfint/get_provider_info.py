@@ -163,7 +163,12 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        "sensors": [],
+        "sensors": [
+            {
+                "integration-name": "Salesforce (sfint)",
+                "python-modules": ["airflow_provider_sfint.sensors.bulk"],
+            }
+        ],
         "triggers": [
             {
                 "integration-name": "Salesforce (sfint)",

@@ -18,7 +18,14 @@ def _blocks(name: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("doc", "index"),
-    [("client.md", 0), ("emulator.md", 0), ("bulk-query.md", 0), ("bulk-query.md", 1), ("bulk-ingest.md", 0)],
+    [
+        ("client.md", 0),
+        ("emulator.md", 0),
+        ("bulk-query.md", 0),
+        ("bulk-query.md", 1),
+        ("bulk-ingest.md", 0),
+        ("sensors.md", 0),
+    ],
 )
 def test_doc_example_runs(
     doc: str, index: int, emulator_url: str, fresh_org: Admin, capsys: pytest.CaptureFixture[str]

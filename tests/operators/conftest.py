@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +85,26 @@ def conn(monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin) -
 def old_api(monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin) -> str:
     """A connection on API 57.0, before resultPages existed."""
     return set_connection(monkeypatch, "sfint_v57", emulator_url, api_version="57.0")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A metadata database for dag.test() (created once per session)."""
+    from airflow.utils.db import resetdb
+
+    resetdb(skip_init=False)
+
+
+def load_dag(name: str, source: str) -> Any:
+    """DAGs run by dag.test() must live in the dags folder (it syncs the bundle to the database)."""
+    from airflow.configuration import conf
+
+    folder = Path(conf.get("core", "dags_folder"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,7 @@ from airflow_provider_sfint.operators.bulk_query import SalesforceBulkQueryOpera
 from airflow_provider_sfint.triggers.bulk import SalesforceBulkJobTrigger
 
 from ..emulator.helpers import Admin
-from .conftest import make_context
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    from airflow.utils.db import resetdb
-
-    resetdb(skip_init=False)
-
+from .conftest import load_dag, make_context
 
 DAG_FILE = """
 import os
@@ -46,28 +37,13 @@ with DAG("sfint_bulk_query_deferrable", schedule=None, start_date=datetime(2026,
 """
 
 
-def _load_dag(name: str, source: str) -> Any:
-    """DAGs run by dag.test() must live in the dags folder (it syncs the bundle to the database)."""
-    from airflow.configuration import conf
-
-    folder = Path(conf.get("core", "dags_folder"))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
 def test_deferrable_query_through_dag_test(
     conn: str, fresh_org: Admin, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fresh_org.set("bulk", query_latency=1.5)  # the job is still running at the first poll: the task defers
     monkeypatch.setenv("SFINT_TEST_OUTPUT", str(tmp_path / "accounts.parquet"))
     monkeypatch.setenv("SFINT_TEST_CONN", conn)
-    dag = _load_dag("sfint_bulk_query_deferrable", DAG_FILE)
+    dag = load_dag("sfint_bulk_query_deferrable", DAG_FILE)
     run = dag.test()
     ti = next(t for t in run.get_task_instances() if t.task_id == "accounts")
     assert ti.state == "success", ti.state
