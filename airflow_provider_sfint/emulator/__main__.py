@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     import uvicorn
 
-    from .server import make_self_signed
+    from .server import KEEP_ALIVE_SECONDS, make_self_signed
 
     emulator = Emulator(
         load_org(args.org),
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             lifespan="off",
             ssl_certfile=ssl.get("ssl_certfile"),
             ssl_keyfile=ssl.get("ssl_keyfile"),
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
     finally:
         emulator.close()

@@ -57,6 +57,11 @@ def make_self_signed(directory: str | Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+#: Idle keep-alive connections stay open this long (uvicorn's 5 s default closed connections that clients
+#: without retries, such as simple-salesforce, reuse between polls, failing them where Salesforce would not).
+KEEP_ALIVE_SECONDS = 65
+
+
 class EmulatorServer:
     """An emulator served by uvicorn on a loopback port in a background thread.
 
@@ -93,7 +98,7 @@ class EmulatorServer:
             lifespan="off",
             ssl_certfile=str(self.cert_path) if tls else None,
             ssl_keyfile=str(self.key_path) if tls else None,
-            timeout_keep_alive=30,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
