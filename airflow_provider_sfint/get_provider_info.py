@@ -160,6 +160,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_sfint.operators.bulk_query",
                     "airflow_provider_sfint.operators.bulk_ingest",
+                    "airflow_provider_sfint.operators.composite",
                 ],
             }
         ],
