@@ -161,6 +161,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_sfint.operators.bulk_query",
                     "airflow_provider_sfint.operators.bulk_ingest",
                     "airflow_provider_sfint.operators.composite",
+                    "airflow_provider_sfint.operators.events",
                 ],
             }
         ],

@@ -54,6 +54,8 @@ def test_ingest_doc_example_runs(monkeypatch: pytest.MonkeyPatch, emulator_url: 
     )
     exec(compile(_blocks("bulk-ingest.md")[1], "bulk-ingest.md[1]", "exec"), {"__name__": "__docs__"})
     exec(compile(_blocks("composite.md")[0], "composite.md[0]", "exec"), {"__name__": "__docs__"})
+    exec(compile(_blocks("events.md")[0], "events.md[0]", "exec"), {"__name__": "__docs__"})
+    assert fresh_org.events("Warehouse_Sync__e")[0]["payload"]["Run_Id__c"] == "manual-1"
     names = {r["External_Id__c"]: r["Name"] for r in fresh_org.records("Account") if r.get("External_Id__c")}
     assert (names["DOC-1"], names["DOC-2"]) == ("Acme", "Globex")
     assert (names["CMP-DOC-1"], names["CMP-DOC-2"]) == ("Acme", "Globex")
