@@ -9,7 +9,7 @@ FLOOR_AIRFLOW ?= 3.1.8
 FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
-.PHONY: install test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest clean
+.PHONY: install test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ bench-query: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+bench-composite: $(STAMP)
+	$(BIN)/python bench/composite.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) .mypy_cache .ruff_cache .pytest_cache
