@@ -6,8 +6,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -172,23 +172,21 @@ class SalesforceBulkIngestOperator(BaseOperator):
 
     # --- preparing the parts -----------------------------------------------------------------------
 
-    def _prepare(self, folder: str) -> tuple[IngestPlan, list[UploadPart], int]:
-        """One pass over the input: check every value, serialise, split into parts; raises before any job."""
+    def _plan(self) -> IngestPlan:
+        """Map the input's columns to fields (from its first batch) and check them against describe."""
         if self.operation not in INGEST_OPERATIONS:
             raise AirflowFailException(
                 f"operation must be one of {', '.join(INGEST_OPERATIONS)}, got {self.operation!r}"
             )
-        resolver = ColumnResolver(self.hook.client.describe)
         try:
-            batches = iter_source(self._source())
-            first = next(batches, None)
+            first = next(iter_source(self._source()), None)
         except (FileNotFoundError, OSError) as exc:
             raise AirflowFailException(f"source {self.source}: {exc}") from exc
         if first is None:
             raise AirflowFailException(f"source {self.source} holds no rows")
         try:
-            plan = plan_ingest(
-                resolver,
+            return plan_ingest(
+                ColumnResolver(self.hook.client.describe),
                 self.object,
                 self.operation,
                 first.schema.names,
@@ -197,16 +195,16 @@ class SalesforceBulkIngestOperator(BaseOperator):
             )
         except PreflightError as exc:
             raise AirflowFailException(str(exc)) from exc
-        splitter = PartSplitter(folder, plan.header, self.max_bytes_per_job)
+
+    def _preflight(self, plan: IngestPlan) -> int:
+        """First pass over the input: every value and key checked; raises before any job. Returns the rows."""
         problems: list[str] = []
         hashes: list[Any] = []
         rows = 0
-        for batch in _chain_first(first, batches):
+        for batch in iter_source(self._source()):
             problems += check_values(plan, batch, rows)
             if plan.key is not None:
                 hashes.append(self._key_hashes(plan, batch, rows, problems))
-            if not problems:
-                splitter.add(csv_text(plan, batch, self.null_policy), rows)
             rows += batch.num_rows
             if len(problems) > 200:
                 break
@@ -214,7 +212,22 @@ class SalesforceBulkIngestOperator(BaseOperator):
             problems += self._duplicates(plan, hashes)
         if problems:
             raise AirflowFailException(str(PreflightError(self.object, problems)))
-        return plan, splitter.finish(), rows
+        return rows
+
+    def _parts(self, plan: IngestPlan, folder: str) -> Iterator[UploadPart]:
+        """Second pass: serialise and split, yielding each part as soon as it is closed (so its job can
+        upload while the next part is written)."""
+        splitter = PartSplitter(folder, plan.header, self.max_bytes_per_job)
+        given = 0
+        rows = 0
+        for batch in iter_source(self._source()):
+            splitter.add(csv_text(plan, batch, self.null_policy), rows)
+            rows += batch.num_rows
+            while given < len(splitter.parts):
+                yield splitter.parts[given]
+                given += 1
+        splitter.finish()
+        yield from splitter.parts[given:]
 
     @staticmethod
     def _key_hashes(plan: IngestPlan, batch: pa.RecordBatch, first_row: int, out: list[str]) -> Any:
@@ -261,22 +274,16 @@ class SalesforceBulkIngestOperator(BaseOperator):
 
     # --- state (task_state_store on Airflow 3.3) ---------------------------------------------------
 
-    def _load_state(self, context: Any, parts: list[UploadPart]) -> None:
+    def _load_state(self, context: Any) -> None:
         self._store = context.get("task_state_store")
         saved = self._store.get(STATE_KEY) if self._store is not None else None
-        digests = [p.digest for p in parts]
         if not (isinstance(saved, dict) and saved.get("parts")):
             saved = getattr(self, "_echoed", None)  # handed back by the trigger after a deferral
         if isinstance(saved, dict) and saved.get("parts"):
-            if saved.get("digests") != digests:
-                raise AirflowFailException(
-                    f"the input changed since an earlier try started jobs {self._job_ids(saved)}; those rows may "
-                    "already be loaded. Check them in Salesforce, then clear the task's state to start afresh"
-                )
             self._state = saved
-            self.log.info("resuming: %d of %d parts already have jobs", len(saved["parts"]), len(parts))
+            self.log.info("resuming: %d part(s) already have jobs", len(saved["parts"]))
         else:
-            self._state = {"digests": digests, "parts": {}}
+            self._state = {"parts": {}}
 
     @staticmethod
     def _job_ids(state: dict[str, Any]) -> list[str]:
@@ -295,6 +302,11 @@ class SalesforceBulkIngestOperator(BaseOperator):
         """Create (or find), upload and close the job for ``part``; returns its id. Never uploads twice."""
         entry = self._state["parts"].get(str(part.index), {})
         job_id = entry.get("job")
+        if entry.get("digest") not in (None, part.digest):
+            raise AirflowFailException(
+                f"the input changed since an earlier try started job {job_id} for part {part.index}; its rows may "
+                "already be loaded. Check them in Salesforce, then clear the task's state to start afresh"
+            )
         if job_id is None:
             job = self.bulk.create_ingest_job(
                 self.object,
@@ -303,7 +315,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
                 assignment_rule_id=self.assignment_rule_id,
             )
             job_id = job.id
-            self._record(part.index, job=job_id, rows=part.rows)
+            self._record(part.index, job=job_id, rows=part.rows, digest=part.digest)
             if part.index == 0 and context.get("ti") is not None:
                 context["ti"].xcom_push(key=JOB_URL_XCOM_KEY, value=job_link(self.hook.client.login(), job_id))
             state = "Open"
@@ -357,18 +369,20 @@ class SalesforceBulkIngestOperator(BaseOperator):
         self._run_started = time.monotonic()
         folder = tempfile.mkdtemp(prefix="sfint-ingest-")
         try:
-            plan, parts, rows = self._prepare(folder)
-            self._load_state(context, parts)
+            plan = self._plan()
+            rows = self._preflight(plan)
+            self._load_state(context)
             self.log.info(
-                "%d rows in %d part(s) of at most %.1f MB for %s %s",
+                "%d rows checked; %s %s in parts of at most %.1f MB, %d job(s) at a time",
                 rows,
-                len(parts),
-                self.max_bytes_per_job / 1e6,
                 self.operation,
                 self.object,
+                self.max_bytes_per_job / 1e6,
+                self.max_concurrent_jobs,
             )
-            pending = [p for p in parts if not self._state["parts"].get(str(p.index), {}).get("done")]
             if self.deferrable:
+                parts = list(self._parts(plan, folder))
+                pending = [p for p in parts if not self._done(p)]
                 batch = pending[: self.max_concurrent_jobs]
                 started = [self._start(p, context) for p in batch]
                 active = [j for j in started if self.bulk.job_info("ingest", j).active]
@@ -389,8 +403,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
                 if len(pending) > len(batch):
                     return self._run(context, resumed=True)
             else:
-                with ThreadPoolExecutor(self.max_concurrent_jobs, thread_name_prefix="sfint-ingest") as pool:
-                    list(pool.map(lambda p: self._finish_part(p, self._start(p, context)), pending))
+                parts = self._run_parts(plan, folder, context)
             return self._summarise(context, plan, parts, rows, folder)
         except Exception as exc:
             if not _is_deferral(exc):
@@ -414,6 +427,36 @@ class SalesforceBulkIngestOperator(BaseOperator):
                     self._state["parts"].pop(index, None)
                     if self._store is not None:
                         self._store.set(STATE_KEY, self._state)
+
+    def _done(self, part: UploadPart) -> bool:
+        return bool(self._state["parts"].get(str(part.index), {}).get("done"))
+
+    def _run_parts(self, plan: IngestPlan, folder: str, context: Any) -> list[UploadPart]:
+        """Each part's job starts as soon as the part is written, at most ``max_concurrent_jobs`` at once
+        (and one more part spooled ahead), so uploading overlaps serialising."""
+        parts: list[UploadPart] = []
+        slots = threading.Semaphore(self.max_concurrent_jobs + 1)
+        futures: list[Future[None]] = []
+
+        def run(part: UploadPart) -> None:
+            try:
+                self._finish_part(part, self._start(part, context))
+            finally:
+                slots.release()
+
+        with ThreadPoolExecutor(self.max_concurrent_jobs, thread_name_prefix="sfint-ingest") as pool:
+            for part in self._parts(plan, folder):
+                parts.append(part)
+                if self._done(part):
+                    continue
+                slots.acquire()
+                if any(f.done() and f.exception() is not None for f in futures):
+                    slots.release()
+                    break  # a job failed: stop writing parts; the error is raised below
+                futures.append(pool.submit(run, part))
+            for future in futures:
+                future.result()
+        return parts
 
     def _finish_part(self, part: UploadPart, job_id: str | None = None) -> None:
         job_id = job_id or self._state["parts"][str(part.index)]["job"]
@@ -547,11 +590,6 @@ def _is_deferral(exc: BaseException) -> bool:
 def _error_codes(failed: pa.Table) -> Any:
     """The status code at the start of each ``sf__Error`` (``UNABLE_TO_LOCK_ROW:...``)."""
     return pc.struct_field(pc.extract_regex(failed.column("sf__Error"), r"^(?P<code>[A-Za-z_]+):"), "code")
-
-
-def _chain_first(first: pa.RecordBatch, rest: Any) -> Any:
-    yield first
-    yield from rest
 
 
 def _first_errors(failed: pa.Table | None) -> str:

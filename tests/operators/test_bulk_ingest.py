@@ -296,3 +296,26 @@ def test_a_failure_leaves_no_job_open(conn: str, fresh_org: Admin) -> None:
 def _all_ingest_jobs(op: SalesforceBulkIngestOperator) -> list[str]:
     page = op.hook.client.request("GET", "jobs/ingest")
     return [j["id"] for j in page["records"]]
+
+
+def test_a_retry_with_changed_input_stops_before_touching_the_earlier_job(conn: str, fresh_org: Admin) -> None:
+    store = StateStore()
+
+    class WorkerDied(BaseException):
+        pass
+
+    real_set = store.set
+
+    def dying_set(key: str, value: Any, **kw: Any) -> None:
+        real_set(key, value, **kw)
+        raise WorkerDied
+
+    store.set = dying_set  # type: ignore[method-assign]
+    rows = pa.table({"Name": ["Before A", "Before B"]})
+    with pytest.raises(WorkerDied):
+        _op(conn, rows, operation="insert").execute(make_context(store))
+    store.set = real_set  # type: ignore[method-assign]
+    changed = pa.table({"Name": ["After A", "After B"]})
+    with pytest.raises(AirflowFailException, match="the input changed since an earlier try"):
+        _op(conn, changed, operation="insert").execute(make_context(store))
+    assert not [r for r in fresh_org.records("Account") if str(r["Name"]).startswith(("Before", "After"))]
