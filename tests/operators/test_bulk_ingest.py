@@ -252,7 +252,7 @@ def test_deferrable_ingest_hands_its_jobs_to_the_trigger_and_back(conn: str, fre
     """Without task_state_store (Airflow 3.1/3.2) the jobs per part travel in the trigger's event."""
     import asyncio
 
-    from airflow.sdk.exceptions import TaskDeferred
+    from airflow.providers.common.compat.sdk import TaskDeferred
 
     pq.write_table(_accounts(300, prefix="DEF"), tmp_path / "in.parquet")
     fresh_org.set("bulk", processing_delay=1.0)
