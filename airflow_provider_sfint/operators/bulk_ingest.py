@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -492,8 +493,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
             again = failed.filter(transient)
             if again.num_rows:
                 retried = again.num_rows
-                failed_after, retry_job = self._retry(plan, again, folder)
-                retry_jobs.append(retry_job)
+                failed_after, retry_jobs = self._retry(plan, again, folder, context)
                 keep = failed.filter(pc.invert(transient))
                 parts_left = [keep] + ([failed_after] if failed_after is not None else [])
                 failed = pa.concat_tables(parts_left) if any(t.num_rows for t in parts_left) else None
@@ -535,28 +535,29 @@ class SalesforceBulkIngestOperator(BaseOperator):
             )
         return summary
 
-    def _retry(self, plan: IngestPlan, rows: pa.Table, folder: str) -> tuple[pa.Table | None, str]:
-        """Run rows that failed for a transient reason once more, in one follow-up job."""
+    def _retry(self, plan: IngestPlan, rows: pa.Table, folder: str, context: Any) -> tuple[pa.Table | None, list[str]]:
+        """Run rows that failed for a transient reason once more, in follow-up jobs recorded like the others
+        (parts -1, -2, ...), so a crash during the retry does not send them twice."""
         original = rows.drop_columns([c for c in rows.column_names if c.startswith("sf__")])
         if self.lock_order_column and self.lock_order_column in original.column_names:
             original = original.sort_by(self.lock_order_column)
         self.log.info("retrying %d rows that failed with lock or availability errors", original.num_rows)
-        splitter = PartSplitter(folder + "/retry", original.column_names, HARD_CAP_BYTES)
-        import os
-
-        os.makedirs(folder + "/retry", exist_ok=True)
+        retry_folder = os.path.join(folder, "retry")
+        os.makedirs(retry_folder, exist_ok=True)
+        splitter = PartSplitter(retry_folder, original.column_names, self.max_bytes_per_job)
         splitter.add(original)
-        (part,) = splitter.finish()
-        job = self.bulk.create_ingest_job(
-            self.object,
-            self.operation,
-            external_id_field=self.external_id_field if self.operation == "upsert" else None,
-            assignment_rule_id=self.assignment_rule_id,
-        )
-        self.bulk.upload(job.id, part.path)
-        self.bulk.close(job.id)
-        self._wait(job.id)
-        return self._failed_rows(job.id, folder), job.id
+        jobs: list[str] = []
+        failed: list[pa.Table] = []
+        for part in splitter.finish():
+            part = UploadPart(-1 - part.index, part.path, part.rows, part.bytes, part.digest)
+            job_id = self._start(part, context)
+            if not self._done(part):
+                self._finish_part(part, job_id)
+            jobs.append(job_id)
+            table = self._failed_rows(job_id, folder)
+            if table is not None:
+                failed.append(table)
+        return (pa.concat_tables(failed) if failed else None), jobs
 
     def _write_failed(self, failed: pa.Table) -> str | None:
         target = self.failed_output
