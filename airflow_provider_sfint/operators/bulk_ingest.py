@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
@@ -200,12 +201,12 @@ class SalesforceBulkIngestOperator(BaseOperator):
     def _preflight(self, plan: IngestPlan) -> int:
         """First pass over the input: every value and key checked; raises before any job. Returns the rows."""
         problems: list[str] = []
-        hashes: list[Any] = []
+        hashes: array[int] = array("q")
         rows = 0
         for batch in iter_source(self._source()):
             problems += check_values(plan, batch, rows)
             if plan.key is not None:
-                hashes.append(self._key_hashes(plan, batch, rows, problems))
+                hashes.frombytes(self._key_hashes(plan, batch, rows, problems).tobytes())
             rows += batch.num_rows
             if len(problems) > 200:
                 break
@@ -246,15 +247,18 @@ class SalesforceBulkIngestOperator(BaseOperator):
         keys = text.to_pylist()
         return np.fromiter((hash(k) for k in keys), dtype=np.int64, count=len(keys))
 
-    def _duplicates(self, plan: IngestPlan, hashes: list[Any]) -> list[str]:
-        """Rows whose key repeats an earlier row's (found by hash, confirmed on the values)."""
+    def _duplicates(self, plan: IngestPlan, hashes: array[int]) -> list[str]:
+        """Rows whose key repeats an earlier row's: the 64-bit key hashes (one growing buffer, 8 bytes a
+        row) are sorted in place; only if two are equal is the input read again to name the rows."""
         import numpy as np
 
         if not hashes:
             return []
-        every = np.concatenate(hashes)
-        unique, counts = np.unique(every, return_counts=True)
-        repeated = set(unique[counts > 1].tolist())
+        ordered = np.frombuffer(hashes, dtype=np.int64)
+        ordered.sort()
+        same = ordered[1:] == ordered[:-1]
+        repeated = set(np.unique(ordered[1:][same]).tolist()) if same.any() else set()
+        del ordered, same
         if not repeated:
             return []
         assert plan.key is not None
@@ -262,15 +266,15 @@ class SalesforceBulkIngestOperator(BaseOperator):
         first_seen: dict[str, int] = {}
         out: list[str] = []
         row = 0
-        flagged = np.isin(every, np.fromiter(repeated, dtype=every.dtype))
         for batch in iter_source(self._source()):
-            values = batch.column(batch.schema.get_field_index(source)).to_pylist()
-            for i, value in enumerate(values):
-                if flagged[row + i]:
+            values = batch.column(batch.schema.get_field_index(source))
+            text = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+            for i, value in enumerate(text.to_pylist()):
+                if value is not None and hash(value) in repeated:
                     if value in first_seen and len(out) < 50:
                         out.append(f"row {row + i + 1}: {plan.key} {value!r} repeats row {first_seen[value]}")
                     first_seen.setdefault(value, row + i + 1)
-            row += len(values)
+            row += len(text)
         return out
 
     # --- state (task_state_store on Airflow 3.3) ---------------------------------------------------
