@@ -243,6 +243,7 @@ def main() -> None:
     parser.add_argument("--large-rows", type=int, default=5_000_000, help="sfint's memory at this size (0: skip)")
     parser.add_argument("--tools", default="sfint,simple-salesforce,floor")
     parser.add_argument("--out", default="bench/results/ingest.json")
+    parser.add_argument("--merge", action="store_true", help="keep the other tools' rows from --out")
     parser.add_argument("--child")
     parser.add_argument("--url")
     parser.add_argument("--cert")
@@ -268,6 +269,10 @@ def main() -> None:
             large = Path(folder) / "large"
             large.mkdir()
             rows.append(measure(server, "sfint", make_input(args.large_rows, large), args.large_rows, jobs))
+    if args.merge and Path(args.out).exists():
+        measured = {(r["tool"], r.get("workload")) for r in rows}
+        earlier = json.loads(Path(args.out).read_text())["rows"]
+        rows = [r for r in earlier if (r["tool"], r.get("workload")) not in measured] + rows
     by = {r["tool"]: r for r in rows if "error" not in r and r["records"] == args.rows}
     checks: dict[str, Any] = {}
     ours = by.get("sfint")
