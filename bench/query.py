@@ -346,6 +346,7 @@ def main() -> None:
     parser.add_argument("--cap-rows", type=int, default=500_000)
     parser.add_argument("--tools", default="sfint,simple-salesforce,simple-salesforce-pandas,official-provider,floor")
     parser.add_argument("--out", default="bench/results/query.json")
+    parser.add_argument("--merge", action="store_true", help="keep the other rows already in --out")
     parser.add_argument("--child")
     parser.add_argument("--url")
     parser.add_argument("--cert")
@@ -358,9 +359,11 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="sfint-bench-cert-") as certs,
         EmulatorProcess(tls=True, cert_dir=Path(certs)) as server,
     ):
-        seed(server, args.rows)
         workload = f"{args.rows:,} Accounts x {len(FIELDS)} columns to typed Parquet"
-        for tool in args.tools.split(","):
+        tools = [t for t in args.tools.split(",") if t]
+        if tools:
+            seed(server, args.rows)
+        for tool in tools:
             rows.append(measure(server, tool, workload))
         if args.cap_mb:
             if args.cap_rows != args.rows:
@@ -373,6 +376,10 @@ def main() -> None:
         if args.large_rows:
             seed(server, args.large_rows)
             rows.append(measure(server, "sfint", f"{args.large_rows:,} Accounts x {len(FIELDS)} columns"))
+    if args.merge and Path(args.out).exists():
+        measured = {(r["tool"], r.get("workload")) for r in rows}
+        earlier = json.loads(Path(args.out).read_text())["rows"]
+        rows = [r for r in earlier if (r["tool"], r.get("workload")) not in measured] + rows
     by = {(r["tool"], r["workload"]): r for r in rows if "error" not in r}
     main_workload = f"{args.rows:,} Accounts x {len(FIELDS)} columns to typed Parquet"
     ours = by.get(("sfint", main_workload))
