@@ -15,7 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
 from ..client.arrowio import (
@@ -46,7 +45,7 @@ from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
-from ._settings import check_waiting
+from ._settings import check_waiting, write_failed_rows
 
 STATE_KEY = "sfint_bulk_ingest"
 HARD_CAP_BYTES = 150_000_000 * 3 // 4  # 150 MB after base64
@@ -570,15 +569,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
         if target is None:
             return None
         table = failed.add_column(2, "sf__ErrorCode", _error_codes(failed))
-        path = ObjectStoragePath(str(target))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.parent / f".{path.name}.sfint-tmp"
-        with staging.open("wb") as handle:
-            pacsv.write_csv(table, handle, write_options=pacsv.WriteOptions(quoting_style="needed"))
-        if path.exists():
-            path.unlink()
-        staging.rename(path)
-        return str(path)
+        return write_failed_rows(table, str(target))
 
     def on_kill(self) -> None:
         for job_id in self._job_ids(self._state):

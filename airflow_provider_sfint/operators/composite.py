@@ -14,13 +14,13 @@ from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from ..client.arrowio import NULL_POLICIES, iter_source
 from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
+from ._settings import write_failed_rows
 from .bulk_ingest import SalesforceBulkIngestOperator
 
 DEDUPE_CHOICES = (None, "last")
@@ -276,15 +276,7 @@ class SalesforceCompositeUpsertOperator(BaseOperator):
                 for r in failed
             ]
         )
-        path = ObjectStoragePath(str(self.failed_output))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.parent / f".{path.name}.sfint-tmp"
-        with staging.open("wb") as handle:
-            pacsv.write_csv(table, handle, write_options=pacsv.WriteOptions(quoting_style="needed"))
-        if path.exists():
-            path.unlink()
-        staging.rename(path)
-        return str(path)
+        return write_failed_rows(table, str(self.failed_output))
 
 
 def _text(value: Any) -> str | None:
