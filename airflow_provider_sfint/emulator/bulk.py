@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .clock import format_datetime, stored_to_json
-from .dml import MultipleMatches, ValueTypeError, Writer, WriteResult, coerce, sf_trim
+from .dml import MultipleMatches, ValueTypeError, Writer, coerce, sf_trim
 from .errors import ApiError, RecordError, not_found
 from .ids import make_id, to18
 from .render import number_text
@@ -852,10 +852,11 @@ class IngestRun:
             if ext_value is None:
                 raise RecordError("MISSING_ARGUMENT", f"{self.job.external_id} not specified", [self.job.external_id])
             try:
+                known = None
                 if self._matches is not None and sf_trim(str(ext_value)) is not None:
-                    result = self._upsert_prefetched(writer, ext_value, body)
-                else:
-                    result = writer.upsert(self.obj, self.job.external_id, ext_value, body)
+                    ext, matches = self._matches
+                    known = matches.get(self._ext_key(ext, ext_value), [])  # looked up with the batch
+                result = writer.upsert(self.obj, self.job.external_id, ext_value, body, known=known)
             except MultipleMatches as exc:
                 raise RecordError(
                     "DUPLICATE_EXTERNAL_ID",
@@ -864,19 +865,6 @@ class IngestRun:
                 ) from None
             return result.id, result.created
         return writer.delete(self.obj, record_id, hard=op == "hardDelete"), False
-
-    def _upsert_prefetched(self, writer: Writer, ext_value: Any, body: dict[str, Any]) -> WriteResult:
-        """What Writer.upsert does, with the batch's matches already looked up."""
-        assert self._matches is not None
-        ext, matches = self._matches
-        found = matches.get(self._ext_key(ext, ext_value), [])
-        if len(found) > 1:
-            raise MultipleMatches(self.obj, found)
-        if found:
-            return WriteResult(writer.update(self.obj, found[0], body, ignore=frozenset({ext.name.lower()})), False)
-        create_body = {k: v for k, v in body.items() if k.lower() != ext.name.lower()}
-        create_body[ext.name] = ext_value
-        return WriteResult(writer.create(self.obj, create_body, ignore=frozenset({"id"})), True)
 
 
 def register(router: Router, em: Emulator) -> None:

@@ -502,7 +502,11 @@ class Writer:
         self.store.update(obj, current["Id"], values)
         return str(current["Id"])
 
-    def upsert(self, obj: ObjectDef, ext_name: str, ext_value: Any, body: dict[str, Any]) -> WriteResult:
+    def upsert(
+        self, obj: ObjectDef, ext_name: str, ext_value: Any, body: dict[str, Any], known: list[str] | None = None
+    ) -> WriteResult:
+        """Update the record ``ext_name`` = ``ext_value`` matches, or create it. ``known``: the matching ids
+        when the caller already looked them up (a Bulk batch looks up all its external ids at once)."""
         ext = obj.field(ext_name)
         if ext is None or not (ext.external_id or ext.id_lookup or ext.name == "Id"):
             raise ApiError(
@@ -523,8 +527,7 @@ class Writer:
         else:
             if ext_value is None or (isinstance(ext_value, str) and sf_trim(ext_value) is None):
                 raise RecordError("MISSING_ARGUMENT", f"{ext.name} not specified", [ext.name])
-            lookup = coerce(ext, ext_value)
-            matches = self.store.find(obj, ext.name, lookup)
+            matches = known if known is not None else self.store.find(obj, ext.name, coerce(ext, ext_value))
         if len(matches) > 1:
             raise MultipleMatches(obj, matches)
         ignore = frozenset({ext.name.lower()})

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
+from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, TaskDeferred, conf
 
 from ..client.arrowio import (
     NULL_POLICIES,
@@ -410,7 +410,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
                 parts = self._run_parts(plan, folder, context)
             return self._summarise(context, plan, parts, rows, folder)
         except Exception as exc:
-            if not _is_deferral(exc):
+            if not isinstance(exc, TaskDeferred):
                 self._abort_open_jobs()
             raise
         finally:
@@ -496,7 +496,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
             again = failed.filter(transient)
             if again.num_rows:
                 retried = again.num_rows
-                failed_after, retry_jobs = self._retry(plan, again, folder, context)
+                failed_after, retry_jobs = self._retry(again, folder, context)
                 keep = failed.filter(pc.invert(transient))
                 parts_left = [keep] + ([failed_after] if failed_after is not None else [])
                 failed = pa.concat_tables(parts_left) if any(t.num_rows for t in parts_left) else None
@@ -538,7 +538,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
             )
         return summary
 
-    def _retry(self, plan: IngestPlan, rows: pa.Table, folder: str, context: Any) -> tuple[pa.Table | None, list[str]]:
+    def _retry(self, rows: pa.Table, folder: str, context: Any) -> tuple[pa.Table | None, list[str]]:
         """Run rows that failed for a transient reason once more, in follow-up jobs recorded like the others
         (parts -1, -2, ...), so a crash during the retry does not send them twice."""
         original = rows.drop_columns([c for c in rows.column_names if c.startswith("sf__")])
@@ -577,10 +577,6 @@ class SalesforceBulkIngestOperator(BaseOperator):
                 self.bulk.abort("ingest", job_id)
             except SalesforceError as exc:
                 self.log.warning("could not abort job %s: %s", job_id, exc)
-
-
-def _is_deferral(exc: BaseException) -> bool:
-    return type(exc).__name__ == "TaskDeferred"
 
 
 def _error_codes(failed: pa.Table) -> Any:

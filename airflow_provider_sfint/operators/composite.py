@@ -26,7 +26,7 @@ from .bulk_ingest import SalesforceBulkIngestOperator
 DEDUPE_CHOICES = (None, "last")
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """A value as Salesforce's JSON takes it (ISO dates and datetimes in UTC with milliseconds)."""
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -142,7 +142,7 @@ class SalesforceCompositeUpsertOperator(BaseOperator):
         dropped per ``null_policy``."""
         out: dict[str, Any] = {}
         for key, raw in row.items():
-            value = _json_value(raw)
+            value = json_value(raw)
             if value is None and self.null_policy == "leave_unchanged":
                 continue
             if "." in key and not isinstance(value, dict):
@@ -269,7 +269,7 @@ class SalesforceCompositeUpsertOperator(BaseOperator):
                     "sf__ErrorCode": r.error_code,
                     "sf__Error": r.describe_errors(),
                     **{
-                        k: json.dumps(_json_value(v)) if isinstance(v, dict | list) else _text(v)
+                        k: json.dumps(json_value(v)) if isinstance(v, dict | list) else _text(v)
                         for k, v in rows[row_numbers[r.index]].items()
                     },
                 }
@@ -280,5 +280,5 @@ class SalesforceCompositeUpsertOperator(BaseOperator):
 
 
 def _text(value: Any) -> str | None:
-    value = _json_value(value)
+    value = json_value(value)
     return None if value is None else str(value)

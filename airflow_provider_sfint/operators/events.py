@@ -14,7 +14,7 @@ from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
 from ..client.rest import sobject_request
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
-from .composite import _json_value
+from .composite import json_value
 
 #: Salesforce answers a published event with success and this "error": the event was queued.
 ENQUEUED = "OPERATION_ENQUEUED"
@@ -71,7 +71,7 @@ class SalesforcePublishEventOperator(BaseOperator):
         else:
             path = ObjectStoragePath(source) if isinstance(source, str) else source
             rows = [row for batch in iter_source(path) for row in batch.to_pylist()]
-        return [{k: _json_value(v) for k, v in row.items() if v is not None} for row in rows]
+        return [{k: json_value(v) for k, v in row.items() if v is not None} for row in rows]
 
     def execute(self, context: Any) -> dict[str, Any]:
         if not str(self.event).endswith("__e"):
