@@ -25,6 +25,7 @@ def _blocks(name: str) -> list[str]:
         ("bulk-query.md", 1),
         ("bulk-ingest.md", 0),
         ("sensors.md", 0),
+        ("composite.md", 1),
     ],
 )
 def test_doc_example_runs(

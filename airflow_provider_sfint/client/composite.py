@@ -8,10 +8,12 @@ left this machine.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from .auth import ClientConfig
 from .rest import SalesforceClient, _object
@@ -168,3 +170,230 @@ class Collections:
             )
             out += list(self.client.transport.send(request).json())
         return out
+
+
+# --- Composite (25 subrequests, references) and Composite Graph ----------------------------------
+
+COMPOSITE_LIMIT = 25
+COMPOSITE_HEAVY_LIMIT = 5  # query and sObject Collections subrequests in one composite request
+GRAPH_LIMIT = 75
+GRAPH_NODE_LIMIT = 500
+_REFERENCE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A subrequest's ``referenceId``; ``ref.id`` and ``ref["field"]`` give the ``@{ref.path}`` expressions
+    a later subrequest uses to read its result."""
+
+    reference_id: str
+
+    @property
+    def id(self) -> str:
+        return f"@{{{self.reference_id}.id}}"
+
+    def __getitem__(self, path: str) -> str:
+        return f"@{{{self.reference_id}.{path}}}"
+
+
+@dataclass(frozen=True)
+class SubResponse:
+    reference_id: str
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    def describe_errors(self) -> str:
+        items = self.body if isinstance(self.body, list) else [self.body]
+        return "; ".join(
+            f"{e.get('errorCode')}: {e.get('message')}" if isinstance(e, dict) else str(e) for e in items if e
+        )
+
+
+class CompositeError(Exception):
+    """A composite or graph request whose subrequests failed; ``failures`` names each by referenceId."""
+
+    def __init__(self, what: str, failures: list[SubResponse]) -> None:
+        self.failures = failures
+        detail = "; ".join(f"{f.reference_id} (HTTP {f.status}): {f.describe_errors()}" for f in failures[:5])
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        super().__init__(f"{what}: {len(failures)} subrequest(s) failed: {detail}{more}")
+
+
+@dataclass
+class CompositeResult:
+    responses: list[SubResponse]
+
+    def __getitem__(self, ref: Reference | str) -> SubResponse:
+        key = ref.reference_id if isinstance(ref, Reference) else ref
+        for r in self.responses:
+            if r.reference_id == key:
+                return r
+        raise KeyError(f"no subrequest with referenceId {key!r}")
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.responses)
+
+    def raise_for_errors(self, what: str = "composite request") -> CompositeResult:
+        failures = [r for r in self.responses if not r.ok]
+        if failures:
+            raise CompositeError(what, failures)
+        return self
+
+
+class CompositeBuilder:
+    """Subrequests for one ``/composite`` call (or one graph of ``/composite/graph``), in order.
+
+    ``add`` returns a :class:`Reference`; pass ``ref.id`` into a later subrequest's body or path to chain
+    them (create an Account, then a Contact with ``AccountId=acct.id``). Limits are checked as subrequests
+    are added, so a builder that would be refused never reaches Salesforce.
+
+    :param version: API version, e.g. ``"62.0"`` (``client.config.version``)
+    :param all_or_none: roll every subrequest back when one fails
+    :param limit: subrequests allowed (25 for composite, up to 500 nodes for a graph)
+    """
+
+    def __init__(self, version: str, *, all_or_none: bool = False, limit: int = COMPOSITE_LIMIT) -> None:
+        self.version = version
+        self.all_or_none = all_or_none
+        self.limit = limit
+        self.subrequests: list[dict[str, Any]] = []
+        self._refs: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.subrequests)
+
+    def add(self, method: str, path: str, body: Any = None, reference_id: str | None = None) -> Reference:
+        """One subrequest. ``path`` is relative to the versioned data root (``sobjects/Account``)."""
+        if len(self.subrequests) >= self.limit:
+            raise ValueError(f"a composite request takes at most {self.limit} subrequests; start another builder")
+        ref = reference_id or f"ref{len(self.subrequests) + 1}"
+        if not _REFERENCE_ID.match(ref):
+            raise ValueError(f"referenceId {ref!r} must start with a letter and hold only letters, digits and _")
+        if ref in self._refs:
+            raise ValueError(f"referenceId {ref!r} is used twice in this composite request")
+        url = f"/services/data/v{self.version}/{path.lstrip('/')}"
+        heavy = path.lstrip("/").startswith(("query", "queryAll", "composite/sobjects"))
+        if heavy and self.limit == COMPOSITE_LIMIT:
+            count = sum(1 for s in self.subrequests if s["_heavy"])
+            if count >= COMPOSITE_HEAVY_LIMIT:
+                raise ValueError(
+                    f"a composite request takes at most {COMPOSITE_HEAVY_LIMIT} query or Collections subrequests"
+                )
+        sub: dict[str, Any] = {"method": method.upper(), "url": url, "referenceId": ref, "_heavy": heavy}
+        if body is not None:
+            sub["body"] = body
+        self.subrequests.append(sub)
+        self._refs.add(ref)
+        return Reference(ref)
+
+    def create(self, obj: str, fields: dict[str, Any], reference_id: str | None = None) -> Reference:
+        return self.add("POST", f"sobjects/{_object(obj)}", fields, reference_id)
+
+    def update(self, obj: str, record_id: str, fields: dict[str, Any], reference_id: str | None = None) -> Reference:
+        return self.add("PATCH", f"sobjects/{_object(obj)}/{record_id}", fields, reference_id)
+
+    def upsert(
+        self, obj: str, external_id_field: str, value: str, fields: dict[str, Any], reference_id: str | None = None
+    ) -> Reference:
+        if "/" in str(value):
+            raise ValueError(
+                f"{obj}.{external_id_field} value {value!r} contains '/', which Salesforce refuses in a URL even "
+                "encoded; upsert it with Collections.upsert (the value travels in the body there)"
+            )
+        value_path = quote(str(value), safe="")
+        return self.add(
+            "PATCH", f"sobjects/{_object(obj)}/{_object(external_id_field)}/{value_path}", fields, reference_id
+        )
+
+    def delete(self, obj: str, record_id: str, reference_id: str | None = None) -> Reference:
+        return self.add("DELETE", f"sobjects/{_object(obj)}/{record_id}", None, reference_id)
+
+    def get(self, obj: str, record_id: str, fields: Sequence[str] = (), reference_id: str | None = None) -> Reference:
+        suffix = f"?fields={','.join(fields)}" if fields else ""
+        return self.add("GET", f"sobjects/{_object(obj)}/{record_id}{suffix}", None, reference_id)
+
+    def query(self, soql: str, reference_id: str | None = None) -> Reference:
+        return self.add("GET", f"query?q={quote(soql, safe='')}", None, reference_id)
+
+    def payload(self) -> list[dict[str, Any]]:
+        if not self.subrequests:
+            raise ValueError("a composite request needs at least one subrequest")
+        return [{k: v for k, v in s.items() if k != "_heavy"} for s in self.subrequests]
+
+    def request(self) -> ApiRequest:
+        body = {"allOrNone": self.all_or_none, "compositeRequest": self.payload()}
+        # Subrequests may create records: never repeated once the request may have reached Salesforce.
+        return ApiRequest("POST", f"/services/data/v{self.version}/composite", json=body, idempotent=False)
+
+
+def parse_composite(body: Any, expected: int) -> list[SubResponse]:
+    items = body.get("compositeResponse") if isinstance(body, dict) else None
+    if not isinstance(items, list) or len(items) != expected:
+        raise ValueError(f"a composite request of {expected} subrequests answered {body!r:.200}")
+    return [
+        SubResponse(
+            str(r.get("referenceId")), int(r.get("httpStatusCode", 0)), r.get("body"), dict(r.get("httpHeaders") or {})
+        )
+        for r in items
+    ]
+
+
+def send_composite(client: SalesforceClient, builder: CompositeBuilder) -> CompositeResult:
+    """One ``/composite`` call (one API call, whatever the number of subrequests)."""
+    response = client.transport.send(builder.request())
+    return CompositeResult(parse_composite(response.json(), len(builder)))
+
+
+@dataclass
+class GraphResult:
+    graph_id: str
+    successful: bool
+    result: CompositeResult
+
+
+class GraphBuilder:
+    """Graphs for one ``/composite/graph`` call: each graph is atomic (all its nodes commit or none do),
+    graphs are independent of each other; at most 75 graphs and 500 nodes in all."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.graphs: dict[str, CompositeBuilder] = {}
+
+    def graph(self, graph_id: str) -> CompositeBuilder:
+        if graph_id in self.graphs:
+            raise ValueError(f"graphId {graph_id!r} is used twice")
+        if len(self.graphs) >= GRAPH_LIMIT:
+            raise ValueError(f"a graph request takes at most {GRAPH_LIMIT} graphs; start another builder")
+        builder = CompositeBuilder(self.version, all_or_none=True, limit=GRAPH_NODE_LIMIT)
+        self.graphs[graph_id] = builder
+        return builder
+
+    def request(self) -> ApiRequest:
+        nodes = sum(len(g) for g in self.graphs.values())
+        if not self.graphs or nodes == 0:
+            raise ValueError("a graph request needs at least one graph with one node")
+        if nodes > GRAPH_NODE_LIMIT:
+            raise ValueError(f"a graph request takes at most {GRAPH_NODE_LIMIT} nodes in all, this one has {nodes}")
+        body = {"graphs": [{"graphId": gid, "compositeRequest": g.payload()} for gid, g in self.graphs.items()]}
+        return ApiRequest("POST", f"/services/data/v{self.version}/composite/graph", json=body, idempotent=False)
+
+
+def send_graph(client: SalesforceClient, builder: GraphBuilder) -> dict[str, GraphResult]:
+    """One ``/composite/graph`` call; results by graphId."""
+    request = builder.request()
+    body = client.transport.send(request).json()
+    items = body.get("graphs") if isinstance(body, dict) else None
+    if not isinstance(items, list) or len(items) != len(builder.graphs):
+        raise ValueError(f"a graph request of {len(builder.graphs)} graphs answered {body!r:.200}")
+    out: dict[str, GraphResult] = {}
+    for item in items:
+        gid = str(item.get("graphId"))
+        responses = parse_composite(item.get("graphResponse") or {}, len(builder.graphs[gid]))
+        out[gid] = GraphResult(gid, bool(item.get("isSuccessful")), CompositeResult(responses))
+    return out

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import ApiError, json_parser_error
 
@@ -129,7 +129,7 @@ VERSION_RE = re.compile(r"^/services/data/v(\d+\.\d)(?:/(.*))?$")
 def split_url(url: str) -> tuple[str, str, dict[str, list[str]]] | None:
     """Split a (sub)request URL into (version, path below the version, query)."""
     parts = urlsplit(url)
-    path = parts.path
+    path = unquote(parts.path)  # as a top-level request's path arrives: percent-escapes decoded
     if re.match(r"^v\d+\.\d", path):
         path = "/services/data/" + path
     m = VERSION_RE.match(path)
