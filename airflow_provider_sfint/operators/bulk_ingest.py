@@ -43,6 +43,7 @@ from ..client.bulk2 import (
 from ..client.errors import SalesforceError
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
+from ..lineage import LineageMixin, file_dataset, salesforce_dataset
 from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
 from ._settings import check_waiting, write_failed_rows
@@ -51,7 +52,7 @@ STATE_KEY = "sfint_bulk_ingest"
 HARD_CAP_BYTES = 150_000_000 * 3 // 4  # 150 MB after base64
 
 
-class SalesforceBulkIngestOperator(BaseOperator):
+class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
     """Load rows into Salesforce with Bulk API 2.0: checked against describe first, split into jobs of at
     most ``max_bytes_per_job``, a bounded number in flight, results correlated by key, failed rows written
     out, and the task failed when more rows fail than allowed.
@@ -185,6 +186,7 @@ class SalesforceBulkIngestOperator(BaseOperator):
             raise AirflowFailException(f"source {self.source}: {exc}") from exc
         if first is None:
             raise AirflowFailException(f"source {self.source} holds no rows")
+        self._source_schema = first.schema
         try:
             return plan_ingest(
                 ColumnResolver(self.hook.client.describe),
@@ -526,6 +528,13 @@ class SalesforceBulkIngestOperator(BaseOperator):
         if self._store is not None:
             self._store.delete(STATE_KEY)
         self.log.info("Bulk %s of %s: %s", self.operation, self.object, summary)
+        source_schema = getattr(self, "_source_schema", None)
+        self._record_lineage(
+            [file_dataset(self.source, [(f.name, str(f.type)) for f in source_schema] if source_schema else ())]
+            if self._is_path()
+            else [],
+            [salesforce_dataset(self.hook.client.login(), self.object, [(c.name, c.sf_type) for c in plan.columns])],
+        )
         too_many = self.max_failed_records is not None and failed_count > self.max_failed_records
         too_high = self.max_failed_ratio is not None and rows and failed_count / rows > self.max_failed_ratio
         if too_many or too_high:

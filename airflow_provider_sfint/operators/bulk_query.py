@@ -17,6 +17,7 @@ from ..client.errors import NotFoundError, QueryError, SalesforceError
 from ..client.soql import add_window, query_shape
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
+from ..lineage import LineageMixin, file_dataset, salesforce_dataset
 from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
 from ._settings import check_waiting
@@ -26,7 +27,7 @@ PROGRESS_KEY = "sfint_bulk_query_progress"
 MAX_PAGE_SIZE = 1_000_000
 
 
-class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
+class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator):
     """Run a SOQL query as a Bulk API 2.0 query job and write its rows, typed from describe, to ``output``.
 
     Pages are fetched in parallel (``resultPages``, API 58+) and streamed through pyarrow; memory is
@@ -366,6 +367,16 @@ class SalesforceBulkQueryOperator(ResumableJobMixin, BaseOperator):
             summary["seconds"],
         )
         self._running_job = None
+        self._record_lineage(
+            [
+                salesforce_dataset(
+                    self.hook.client.login(),
+                    query_shape(soql)[1],
+                    [(f.name, (f.metadata or {}).get(b"salesforce_type", b"").decode()) for f in schema],
+                )
+            ],
+            [file_dataset(self.destination, [(f.name, str(f.type)) for f in schema])],
+        )
         return summary
 
     def _download(self, job: JobInfo, output: QueryOutput, parser: CsvParser, store: Any, locator: str | None) -> int:

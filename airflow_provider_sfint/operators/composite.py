@@ -20,6 +20,7 @@ from ..client.arrowio import NULL_POLICIES, iter_source
 from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
+from ..lineage import LineageMixin, file_dataset, salesforce_dataset
 from ._settings import write_failed_rows
 from .bulk_ingest import SalesforceBulkIngestOperator
 
@@ -42,7 +43,7 @@ def json_value(value: Any) -> Any:
     return value
 
 
-class SalesforceCompositeUpsertOperator(BaseOperator):
+class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
     """Upsert records by external id with sObject Collections (``PATCH composite/sobjects/{Object}/{Field}``):
     200 records a call, ``max_concurrency`` calls at once, the fewest API calls for small writes. Above
     ``bulk_threshold`` records the same call goes through :class:`SalesforceBulkIngestOperator` (the
@@ -185,7 +186,7 @@ class SalesforceCompositeUpsertOperator(BaseOperator):
             source = self.records
             if isinstance(source, list):
                 source = pa.Table.from_pylist(source)
-            summary = SalesforceBulkIngestOperator(
+            bulk = SalesforceBulkIngestOperator(
                 task_id=f"{self.task_id}__bulk",
                 object=self.object,
                 operation="upsert",
@@ -196,7 +197,9 @@ class SalesforceCompositeUpsertOperator(BaseOperator):
                 max_failed_records=self.max_failed_records,
                 max_failed_ratio=self.max_failed_ratio,
                 sfint_conn_id=self.sfint_conn_id,
-            ).execute(context)
+            )
+            summary = bulk.execute(context)
+            self._sfint_lineage = bulk._sfint_lineage
             return {**summary, "path": "bulk"}
         client = self.hook.client
         calls_before = client.api_calls
@@ -239,6 +242,13 @@ class SalesforceCompositeUpsertOperator(BaseOperator):
             "seconds": round(time.monotonic() - started, 3),
         }
         self.log.info("Collections upsert of %s: %s", self.object, summary)
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        self._record_lineage(
+            [file_dataset(self.records, [(n, "") for n in names])]
+            if isinstance(self.records, str | ObjectStoragePath)
+            else [],
+            [salesforce_dataset(client.login(), self.object, [(n, "") for n in names], describe_later=True)],
+        )
         too_many = self.max_failed_records is not None and len(failed) > self.max_failed_records
         too_high = (
             self.max_failed_ratio is not None and payloads and len(failed) / len(payloads) > self.max_failed_ratio

@@ -14,6 +14,7 @@ from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
 from ..client.rest import sobject_request
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
+from ..lineage import LineageMixin, file_dataset, salesforce_dataset
 from .composite import json_value
 
 #: Salesforce answers a published event with success and this "error": the event was queued.
@@ -25,7 +26,7 @@ def published(result: RecordResult) -> bool:
     return result.success or (bool(result.errors) and all(e.get("statusCode") == ENQUEUED for e in result.errors))
 
 
-class SalesforcePublishEventOperator(BaseOperator):
+class SalesforcePublishEventOperator(LineageMixin, BaseOperator):
     """Publish platform events: one REST call for one event, sObject Collections (200 a call) for more.
 
     :param event: the platform event's API name, ending in ``__e`` (templated)
@@ -102,4 +103,11 @@ class SalesforcePublishEventOperator(BaseOperator):
             "seconds": round(time.monotonic() - started, 3),
         }
         self.log.info("published %d %s events in %d API call(s)", len(results), self.event, summary["api_calls"])
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        self._record_lineage(
+            [file_dataset(self.events, [(n, "") for n in names])]
+            if isinstance(self.events, str | ObjectStoragePath)
+            else [],
+            [salesforce_dataset(client.login(), self.event, [(n, "") for n in names], describe_later=True)],
+        )
         return summary
