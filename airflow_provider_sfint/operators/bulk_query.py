@@ -43,6 +43,10 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     :param include_deleted: queryAll: include soft-deleted and archived rows
     :param incremental_field: a datetime field (for example ``SystemModstamp``); restricts the query to
         ``data_interval_start <= field < data_interval_end`` combined with any WHERE (templated)
+    :param window_start: overrides the window's start (an ISO 8601 datetime with offset, or a datetime;
+        templated, an empty string keeps ``data_interval_start``), for example to load history on a DAG's
+        first interval or in a full refresh
+    :param window_end: overrides the window's end likewise (default ``data_interval_end``)
     :param page_size: rows per result page (``maxRecords``), default 25,000: memory holds about
         ``parallel_pages x page_size`` rows
     :param parallel_pages: result pages fetched at once (``resultPages``), default 4
@@ -57,7 +61,15 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     :param sfint_conn_id: the Salesforce connection
     """
 
-    template_fields: Sequence[str] = ("soql", "destination", "format", "incremental_field", "sfint_conn_id")
+    template_fields: Sequence[str] = (
+        "soql",
+        "destination",
+        "format",
+        "incremental_field",
+        "window_start",
+        "window_end",
+        "sfint_conn_id",
+    )
     template_ext: Sequence[str] = (".soql", ".sql")
     template_fields_renderers = {"soql": "sql"}
     operator_extra_links = (SalesforceJobLink(),)
@@ -72,6 +84,8 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         format: str = "parquet",
         include_deleted: bool = False,
         incremental_field: str | None = None,
+        window_start: str | datetime | None = None,
+        window_end: str | datetime | None = None,
         page_size: int = 25_000,
         parallel_pages: int = 4,
         typed: bool = True,
@@ -101,6 +115,8 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         self.format = format
         self.include_deleted = include_deleted
         self.incremental_field = incremental_field
+        self.window_start = window_start
+        self.window_end = window_end
         self.page_size = int(page_size)
         self.parallel_pages = int(parallel_pages)
         self.typed = typed
@@ -137,9 +153,12 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
 
     def _window_query(self, context: Any, start: datetime | None = None, end: datetime | None = None) -> str:
         if not self.incremental_field:
+            for name in ("window_start", "window_end"):
+                if getattr(self, name) not in (None, ""):
+                    raise AirflowFailException(f"{name} is set but incremental_field is not: set both or neither")
             return self.soql
-        start = start or context.get("data_interval_start")
-        end = end or context.get("data_interval_end")
+        start = start or self._bound("window_start") or context.get("data_interval_start")
+        end = end or self._bound("window_end") or context.get("data_interval_end")
         if start is None or end is None:
             raise AirflowFailException(
                 f"incremental_field={self.incremental_field!r} needs a data interval, and this run has none "
@@ -149,6 +168,23 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             return add_window(self.soql, self.incremental_field, start, end)
         except ValueError as exc:
             raise AirflowFailException(f"incremental_field={self.incremental_field!r}: {exc}") from exc
+
+    def _bound(self, name: str) -> datetime | None:
+        value = getattr(self, name)
+        if value is None or value == "":
+            return None
+        if isinstance(value, datetime):
+            parsed = value
+        else:
+            try:
+                parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise AirflowFailException(
+                    f"{name}={value!r} is not an ISO 8601 datetime (for example 2024-01-01T00:00:00+00:00)"
+                ) from None
+        if parsed.tzinfo is None:
+            raise AirflowFailException(f"{name}={value!r} has no UTC offset; add one (+00:00 or Z)")
+        return parsed
 
     def _schema(self, soql: str) -> Any:
         cache = self.__dict__.setdefault("_schemas", {})

@@ -304,6 +304,35 @@ def test_bad_input_fails_before_any_job(conn: str, fresh_org: Admin, tmp_path: P
     assert fresh_org.counters()["requests"] == {}  # not a single API call spent
 
 
+def test_window_overrides_replace_the_data_interval(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    """window_start loads history before the interval (a first run, a full refresh); bad values name the setting."""
+    ids = fresh_org.load(
+        "Account",
+        [
+            {"Name": "Old", "SystemModstamp": "2020-03-01T10:00:00.000Z"},
+            {"Name": "In", "SystemModstamp": "2026-06-01T10:00:00.000Z"},
+        ],
+    )
+    interval = make_context(start=datetime(2026, 6, 1, tzinfo=UTC), end=datetime(2026, 6, 2, tzinfo=UTC))
+    soql = "SELECT Id FROM Account WHERE Name IN ('Old', 'In')"
+    only = _op(conn, tmp_path / "a.parquet", soql=soql, incremental_field="SystemModstamp")
+    only.execute(interval)
+    assert pq.read_table(tmp_path / "a.parquet").column("Id").to_pylist() == ids[1:]
+    history = _op(
+        conn, tmp_path / "b.parquet", soql=soql, incremental_field="SystemModstamp", window_start="2000-01-01T00:00:00Z"
+    )
+    history.execute(interval)
+    assert sorted(pq.read_table(tmp_path / "b.parquet").column("Id").to_pylist()) == sorted(ids)
+    with pytest.raises(AirflowFailException, match=r"window_start='yesterday' is not an ISO 8601"):
+        _op(conn, tmp_path / "c.parquet", incremental_field="SystemModstamp", window_start="yesterday").execute(
+            interval
+        )
+    with pytest.raises(AirflowFailException, match="window_end='2026-06-02' has no UTC offset"):
+        _op(conn, tmp_path / "c.parquet", incremental_field="SystemModstamp", window_end="2026-06-02").execute(interval)
+    with pytest.raises(AirflowFailException, match="window_start is set but incremental_field is not"):
+        _op(conn, tmp_path / "c.parquet", window_start="2000-01-01T00:00:00Z").execute(interval)
+
+
 def test_incremental_without_interval_names_the_setting(conn: str, tmp_path: Path) -> None:
     op = _op(conn, tmp_path / "x.parquet", incremental_field="SystemModstamp")
     context = make_context()
