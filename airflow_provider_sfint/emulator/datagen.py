@@ -439,6 +439,14 @@ class _Generator:
             fields.append(obj.fields["Name"])
         self.fields = fields
         self.derived_name = obj.name in ("Contact", "Lead")
+        # Fields Salesforce derives on save (as dml.py does for API writes): never null in a real org.
+        self.derived: list[str] = [
+            name
+            for name in {"Opportunity": ["IsClosed", "IsWon", "FiscalYear", "FiscalQuarter"], "Case": ["IsClosed"]}.get(
+                obj.name, []
+            )
+            if name in obj.fields and name not in {f.name for f in fields}
+        ]
         self.columns = [
             "Id",
             "IsDeleted",
@@ -450,6 +458,7 @@ class _Generator:
             "SystemModstamp",
             *[f.name for f in fields],
             *(["Name"] if self.derived_name else []),
+            *self.derived,
         ]
 
     def build(self, start: int, n: int) -> list[tuple[Any, ...]]:
@@ -491,7 +500,22 @@ class _Generator:
                     for a, b in zip(by_name["FirstName"], by_name["LastName"], strict=True)
                 ]
             )
+        for name in self.derived:
+            data.append(self._derive(name, by_name))
         return list(zip(*data, strict=True))
+
+    def _derive(self, name: str, by_name: dict[str, list[Any]]) -> list[Any]:
+        if self.obj.name == "Case":
+            return [int(v == "Closed") for v in by_name.get("Status", [])]
+        stages = by_name["StageName"]
+        if name == "IsClosed":
+            return [int(v in ("Closed Won", "Closed Lost")) for v in stages]
+        if name == "IsWon":
+            return [int(v == "Closed Won") for v in stages]
+        dates = by_name["CloseDate"]
+        if name == "FiscalYear":
+            return [int(d[:4]) if d else None for d in dates]
+        return [(int(d[5:7]) - 1) // 3 + 1 if d else None for d in dates]
 
 
 def _chunks(start: int, count: int) -> list[tuple[int, int]]:
