@@ -19,7 +19,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "dags_examples"
 def example(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    conn: str,
+    conn: str,  # noqa: F811
     airflow_db: None,  # noqa: F811
 ) -> Callable[..., Any]:
     """Load an example DAG with SFINT_* settings for this test (they are read when the DAG is parsed)."""
