@@ -19,6 +19,7 @@ Waits are deferrable. Settings come from the environment, read when the DAG is p
 - ``SFINT_CONN_ID``: the Salesforce connection (default ``sfint_default``)
 - ``SFINT_START_DATE``: the first data interval's start (ISO date, default 2026-01-01)
 - ``SFINT_RETRIES``: task retries (default 2)
+- ``SFINT_DEFERRABLE``: wait for Bulk jobs in the triggerer (default true; needs a running triggerer)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ LAKE = os.environ.get("SFINT_LAKE", f"file://{HOME / 'sfint' / 'lake'}").rstrip(
 WAREHOUSE = os.environ.get("SFINT_WAREHOUSE", str(HOME / "sfint" / "warehouse.duckdb"))
 CONN_ID = os.environ.get("SFINT_CONN_ID", "sfint_default")
 RETRIES = int(os.environ.get("SFINT_RETRIES", "2"))
+DEFERRABLE = os.environ.get("SFINT_DEFERRABLE", "true").lower() in ("1", "true", "yes")
 START = datetime.fromisoformat(os.environ.get("SFINT_START_DATE", "2026-01-01")).replace(tzinfo=UTC)
 
 # What the warehouse keeps of each object (deleted rows are read to be removed, never kept).
@@ -106,7 +108,7 @@ with DAG(
             incremental_field="SystemModstamp",
             window_start=WINDOW_START,
             output=f"{LAKE}/raw/{obj.lower()}/{INTERVAL}.parquet",
-            deferrable=True,
+            deferrable=DEFERRABLE,
             poll_interval=1,
             sfint_conn_id=CONN_ID,
         )

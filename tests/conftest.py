@@ -17,6 +17,8 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
+# Shared by this process and any API server a test starts (workers of a real executor talk to it).
+os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = "sfint-tests-only-" + "0123456789abcdef" * 4
 
 import pytest  # noqa: E402
 

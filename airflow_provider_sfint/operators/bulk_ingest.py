@@ -509,7 +509,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                 f"Salesforce processed {processed} of the {rows} rows sent to jobs {jobs}; the rest were not "
                 "loaded (see each job's unprocessed records in Setup > Bulk Data Load Jobs)"
             )
-        written = self._write_failed(failed) if failed is not None and failed_count else None
+        written = self._write_failed(failed, plan) if failed is not None and failed_count else None
         summary = {
             "object": self.object,
             "operation": self.operation,
@@ -571,7 +571,11 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                 failed.append(table)
         return (pa.concat_tables(failed) if failed else None), jobs
 
-    def _write_failed(self, failed: pa.Table) -> str | None:
+    def _write_failed(self, failed: pa.Table, plan: IngestPlan) -> str | None:
+        """Failed rows with their errors, under the input's own column names (so a corrected file can be
+        loaded again with the same ``column_mapping``)."""
+        back = dict(zip(plan.header, plan.source_names, strict=True))
+        failed = failed.rename_columns([back.get(name, name) for name in failed.column_names])
         target = self.failed_output
         if target is None and self._is_path():
             target = str(self._source()).rstrip("/") + ".failed.csv"
