@@ -9,7 +9,7 @@ FLOOR_AIRFLOW ?= 3.1.8
 FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
-.PHONY: install test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite clean
+.PHONY: install demo airflow test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The main job end to end: emulator with a ~200,000-record demo org, the example DAG, a summary.
+demo: $(STAMP)
+	$(BIN)/python demo/run_demo.py
+
+# Airflow's UI on loopback with the emulator and the example DAGs; Ctrl-C stops both.
+airflow: $(STAMP)
+	$(BIN)/python demo/run_airflow.py
 
 emulator: $(STAMP)
 	$(BIN)/sfint-emulator --seed demo
