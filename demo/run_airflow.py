@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_demo import BIN, OUT, airflow_env, free_port, stop, wait_for  # noqa: E402
+from run_demo import BIN, OUT, airflow_env, free_port, stop, wait_for
 
 UI_PORT = int(os.environ.get("SFINT_AIRFLOW_PORT", "8080"))
 ACCOUNTS = os.environ.get("SFINT_DEMO_ACCOUNTS", "2000")

@@ -122,8 +122,17 @@ def main() -> int:
         home.mkdir()
         emulator_log = (OUT / "emulator.log").open("wb")
         emulator = subprocess.Popen(
-            [str(BIN / "sfint-emulator"), "--port", str(port), "--seed", "demo"]
-            + ["--demo-records", str(DEMO_ACCOUNTS), "--db", str(Path(tmp) / "org.db")],
+            [
+                str(BIN / "sfint-emulator"),
+                "--port",
+                str(port),
+                "--seed",
+                "demo",
+                "--demo-records",
+                str(DEMO_ACCOUNTS),
+                "--db",
+                str(Path(tmp) / "org.db"),
+            ],
             stdout=emulator_log,
             stderr=subprocess.STDOUT,
         )
