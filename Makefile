@@ -9,7 +9,9 @@ FLOOR_AIRFLOW ?= 3.1.8
 FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
-.PHONY: install demo airflow test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite clean
+BENCHES := bench-emulator bench-query bench-ingest bench-composite
+
+.PHONY: install demo airflow bench docs test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +42,11 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The docs site, strict: a broken link, nav entry or reference fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+
+test: lint typecheck docs pytest
 
 # The main job end to end: emulator with a ~200,000-record demo org, the example DAG, a summary.
 demo: $(STAMP)
@@ -52,6 +58,10 @@ airflow: $(STAMP)
 
 emulator: $(STAMP)
 	$(BIN)/sfint-emulator --seed demo
+
+# Every benchmark, then docs/performance.md and its chart from the results (about 40 minutes on 2 cores).
+bench: $(BENCHES)
+	$(BIN)/python bench/report.py
 
 bench-emulator: $(STAMP)
 	$(BIN)/python bench/emulator.py

@@ -26,6 +26,10 @@ def _blocks(name: str) -> list[str]:
         ("bulk-ingest.md", 0),
         ("sensors.md", 0),
         ("composite.md", 1),
+        ("testing.md", 0),
+        ("testing.md", 1),
+        ("incremental.md", 0),
+        ("limits.md", 0),
     ],
 )
 def test_doc_example_runs(
@@ -60,3 +64,17 @@ def test_ingest_doc_example_runs(monkeypatch: pytest.MonkeyPatch, emulator_url: 
     names = {r["External_Id__c"]: r["Name"] for r in fresh_org.records("Account") if r.get("External_Id__c")}
     assert (names["DOC-1"], names["DOC-2"]) == ("Acme", "Globex")
     assert (names["CMP-DOC-1"], names["CMP-DOC-2"]) == ("Acme", "Globex")
+
+
+def test_performance_page_matches_the_recorded_results() -> None:
+    """docs/performance.md is generated from bench/results (make bench); a stale page fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_report", DOCS.parent / "bench" / "report.py")
+    assert spec is not None and spec.loader is not None
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    page, svg = report.render()
+    assert (DOCS / "performance.md").read_text() == page, "run .venv/bin/python bench/report.py"
+    assert (DOCS / "performance.svg").read_text() == svg
+    assert "| sfint |" in page and "<rect" in svg
