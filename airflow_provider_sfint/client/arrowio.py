@@ -976,7 +976,7 @@ class PartSplitter:
             if len(self.header) + len(data) > self.max_bytes:  # too big even for a part of its own
                 if chunk.num_rows == 1:
                     raise PreflightError(
-                        "input",
+                        "this job",
                         [f"row {first_row + start + 1} alone is {len(data)} bytes, over max_bytes_per_job"],
                     )
                 self.rows_per_slice = max(1, chunk.num_rows // 2)

@@ -338,8 +338,11 @@ class Writer:
         self, obj: ObjectDef, values: dict[str, Any], current: dict[str, Any] | None, record_id: str | None
     ) -> None:
         """Defaults, references, required fields, uniqueness and derived fields."""
-        merged = dict(current or {})
-        merged.update(values)
+        if current:
+            merged = dict(current)
+            merged.update(values)
+        else:
+            merged = values  # a create: nothing to merge (read only below)
         for f in obj.reference_fields:
             if values.get(f.name):
                 self._check_reference(f, values[f.name])
@@ -425,10 +428,11 @@ class Writer:
 
     def _stamp(self) -> str:
         """The current time in stored form (formatted at most once per millisecond)."""
-        now = self.clock.now()
-        key = int(now.timestamp() * 1000)
+        seconds = self.clock.time()
+        key = int(seconds * 1000)
         if key != self._stamp_key:
-            self._stamp_key, self._stamp_text = key, storage_datetime(now)
+            self._stamp_key = key
+            self._stamp_text = storage_datetime(datetime.fromtimestamp(key / 1000, tz=UTC))
         return self._stamp_text
 
     def _lock(self, record_id: str | None) -> None:

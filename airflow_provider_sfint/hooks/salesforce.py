@@ -189,7 +189,16 @@ class SalesforceHook(BaseHook):
     @cached_property
     def config(self) -> ClientConfig:
         """The connection's client configuration (read with the sync connection call)."""
-        return self._config(self.get_connection(self.sfint_conn_id))
+        try:
+            conn = self.get_connection(self.sfint_conn_id)
+        except Exception as exc:
+            if type(exc).__name__ != "AirflowNotFoundException":
+                raise
+            raise type(exc)(
+                f"connection {self.sfint_conn_id!r} is not defined: create it (type sfint) in Admin > Connections, "
+                f"or set AIRFLOW_CONN_{self.sfint_conn_id.upper()}, or pass another sfint_conn_id"
+            ) from exc
+        return self._config(conn)
 
     async def aget_config(self) -> ClientConfig:
         """The configuration for async code (triggers): never the sync connection call in an event loop."""

@@ -25,6 +25,8 @@ from ..client.arrowio import (
     PreflightError,
     UploadPart,
     check_values,
+    csv_header,
+    csv_rows,
     csv_text,
     iter_source,
     plan_ingest,
@@ -40,7 +42,7 @@ from ..client.bulk2 import (
     job_link,
     parse_row_error,
 )
-from ..client.errors import SalesforceError
+from ..client.errors import NotFoundError, SalesforceError
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin, file_dataset, salesforce_dataset
@@ -172,6 +174,23 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
     def _is_path(self) -> bool:
         return isinstance(self.source, str | ObjectStoragePath)
 
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        """The source's batches; a file that cannot be parsed fails naming it, the row, and the fix."""
+        try:
+            yield from iter_source(self._source())
+        except pa.ArrowInvalid as exc:
+            message = str(exc)
+            hint = ""
+            if "UTF8" in message or "UTF-8" in message:
+                hint = "; the file is not valid UTF-8: save it as UTF-8 (or pass Parquet)"
+            elif "Expected" in message and "columns" in message:
+                hint = (
+                    "; that row has a different number of fields than the header (an unquoted delimiter or line break?)"
+                )
+            raise AirflowFailException(
+                f"source {self.source}: {message}{hint}. Nothing was sent to Salesforce"
+            ) from exc
+
     # --- preparing the parts -----------------------------------------------------------------------
 
     def _plan(self) -> IngestPlan:
@@ -181,12 +200,19 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                 f"operation must be one of {', '.join(INGEST_OPERATIONS)}, got {self.operation!r}"
             )
         try:
-            first = next(iter_source(self._source()), None)
+            first = next(self._batches(), None)
         except (FileNotFoundError, OSError) as exc:
             raise AirflowFailException(f"source {self.source}: {exc}") from exc
         if first is None:
             raise AirflowFailException(f"source {self.source} holds no rows")
         self._source_schema = first.schema
+        try:
+            self.hook.client.describe(self.object)
+        except NotFoundError:
+            raise AirflowFailException(
+                f"object {self.object!r} does not exist or is not visible to this user (check the API name, "
+                "with __c for custom objects, and the user's object permissions); no job was created"
+            ) from None
         try:
             return plan_ingest(
                 ColumnResolver(self.hook.client.describe),
@@ -204,8 +230,9 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
         problems: list[str] = []
         hashes: array[int] = array("q")
         rows = 0
-        for batch in iter_source(self._source()):
+        for batch in self._batches():
             problems += check_values(plan, batch, rows)
+            problems += self._oversized_rows(plan, batch, rows)
             if plan.key is not None:
                 hashes.frombytes(self._key_hashes(plan, batch, rows, problems).tobytes())
             rows += batch.num_rows
@@ -217,13 +244,40 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
             raise AirflowFailException(str(PreflightError(self.object, problems)))
         return rows
 
+    def _oversized_rows(self, plan: IngestPlan, batch: pa.RecordBatch, first_row: int) -> list[str]:
+        """Rows too big for a job of their own, found before any job starts (not half-way through the
+        upload). A cheap upper bound (every byte doubled by quoting) picks the rows worth serialising."""
+        room = self.max_bytes_per_job - len(csv_header(plan.header))
+        bound = pa.array([1] * batch.num_rows, pa.int64())  # the line break
+        for source in plan.source_names:
+            values = batch.column(batch.schema.get_field_index(source))
+            if (
+                pa.types.is_string(values.type)
+                or pa.types.is_large_string(values.type)
+                or pa.types.is_binary(values.type)
+            ):
+                size = pc.fill_null(pc.binary_length(values), 0)
+                bound = pc.add(bound, pc.add(pc.multiply(pc.cast(size, pa.int64()), 2), 3))
+            else:
+                bound = pc.add(bound, 64)  # numbers, dates and booleans as text, quoted, with a delimiter
+        suspects = pc.indices_nonzero(pc.greater(bound, room)).to_pylist()
+        out = []
+        for i in suspects[:25]:
+            size = len(csv_rows(csv_text(plan, batch.slice(i, 1), self.null_policy)))
+            if size > room:
+                out.append(
+                    f"row {first_row + i + 1} is {size:,} bytes as CSV, more than max_bytes_per_job="
+                    f"{self.max_bytes_per_job:,} allows for one job; raise max_bytes_per_job or shorten the row"
+                )
+        return out
+
     def _parts(self, plan: IngestPlan, folder: str) -> Iterator[UploadPart]:
         """Second pass: serialise and split, yielding each part as soon as it is closed (so its job can
         upload while the next part is written)."""
         splitter = PartSplitter(folder, plan.header, self.max_bytes_per_job)
         given = 0
         rows = 0
-        for batch in iter_source(self._source()):
+        for batch in self._batches():
             splitter.add(csv_text(plan, batch, self.null_policy), rows)
             rows += batch.num_rows
             while given < len(splitter.parts):
@@ -267,7 +321,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
         first_seen: dict[str, int] = {}
         out: list[str] = []
         row = 0
-        for batch in iter_source(self._source()):
+        for batch in self._batches():
             values = batch.column(batch.schema.get_field_index(source))
             text = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
             for i, value in enumerate(text.to_pylist()):
