@@ -689,11 +689,13 @@ def iter_source(source: Any, batch_rows: int = 20_000) -> Iterator[pa.RecordBatc
 
 def _local_path(path: Any) -> str | None:
     """A local file's plain path, so pyarrow reads it natively instead of through a Python file object."""
+    protocol = getattr(path, "protocol", None)  # checked first: some UPath versions are also PurePaths
+    if protocol is not None:
+        if protocol in ("file", "local") and isinstance(getattr(path, "path", None), str):
+            return str(path.path)
+        return None
     if isinstance(path, pathlib.PurePath):
         return str(path)
-    protocol = getattr(path, "protocol", None)
-    if protocol in ("file", "local") and isinstance(getattr(path, "path", None), str):
-        return str(path.path)
     return None
 
 
