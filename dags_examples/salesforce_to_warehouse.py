@@ -18,7 +18,7 @@ Waits are deferrable. Settings come from the environment, read when the DAG is p
 - ``SFINT_WAREHOUSE``: the DuckDB file (default ``$AIRFLOW_HOME/sfint/warehouse.duckdb``)
 - ``SFINT_CONN_ID``: the Salesforce connection (default ``sfint_default``)
 - ``SFINT_START_DATE``: the first data interval's start (ISO date, default 2026-01-01)
-- ``SFINT_RETRIES``: task retries (default 2)
+- ``SFINT_RETRIES``: task retries (default 2); ``SFINT_RETRY_DELAY``: seconds between them (default 60)
 - ``SFINT_DEFERRABLE``: wait for Bulk jobs in the triggerer (default true; needs a running triggerer)
 """
 
@@ -41,6 +41,7 @@ LAKE = os.environ.get("SFINT_LAKE", f"file://{HOME / 'sfint' / 'lake'}").rstrip(
 WAREHOUSE = os.environ.get("SFINT_WAREHOUSE", str(HOME / "sfint" / "warehouse.duckdb"))
 CONN_ID = os.environ.get("SFINT_CONN_ID", "sfint_default")
 RETRIES = int(os.environ.get("SFINT_RETRIES", "2"))
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("SFINT_RETRY_DELAY", "60")))
 DEFERRABLE = os.environ.get("SFINT_DEFERRABLE", "true").lower() in ("1", "true", "yes")
 START = datetime.fromisoformat(os.environ.get("SFINT_START_DATE", "2026-01-01")).replace(tzinfo=UTC)
 
@@ -91,7 +92,7 @@ with DAG(
     start_date=START,
     catchup=False,
     max_active_runs=1,  # intervals merge into one warehouse in order
-    default_args={"retries": RETRIES, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": RETRIES, "retry_delay": RETRY_DELAY},
     params={
         "full_refresh": Param(False, type="boolean", description="reload the whole history in this run"),
         "history_start": Param("2000-01-01T00:00:00+00:00", type="string", description="where history begins"),
@@ -139,6 +140,7 @@ with DAG(
                     "extracted": summary["records"],
                     "deleted": deleted[0] if deleted else 0,
                     "warehouse_rows": rows[0] if rows else 0,
+                    "retries": summary.get("retries", 0),
                 }
             db.execute("COMMIT")
         return counts
@@ -189,7 +191,9 @@ with DAG(
         merged: dict[str, Any], scores: dict[str, Any], written: dict[str, Any], published: dict[str, Any]
     ) -> dict[str, Any]:
         """The run's summary, also kept in the lake next to the data it describes."""
+        retries = sum(c["retries"] for c in merged.values()) + written.get("retries", 0) + published["retries"]
         summary = {
+            "retries": retries,  # requests the tasks retried (503, 429, cut connections, expired sessions)
             "objects": merged,
             "scores_changed": scores["changed"],
             "written_back": written,

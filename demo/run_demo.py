@@ -99,7 +99,8 @@ def summary_table(run: dict[str, Any], counters: dict[str, Any], seconds: float)
         f"written back to Salesforce  {written.get('succeeded', 0):,} of {written.get('records', 0):,} "
         f"({route}; {written.get('failed', 0)} failed)",
         f"platform events published   {len(run['event_ids'])} (Warehouse_Sync__e {', '.join(run['event_ids'])})",
-        f"Salesforce API calls used   {counters['api_usage']:,} (Bulk jobs: {counters['bulk_jobs']})",
+        f"Salesforce API calls used   {counters['api_usage']:,} (Bulk jobs: {counters['bulk_jobs']}; "
+        f"{run.get('retries', 0)} retried)",
         f"wall time                   {seconds:.1f} s",
         f"lake                        {OUT / 'lake'}",
         f"warehouse (DuckDB)          {OUT / 'warehouse.duckdb'}",

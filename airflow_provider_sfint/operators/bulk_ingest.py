@@ -576,6 +576,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
             "failed_output": written,
             "batches": sum(-(-p.rows // 10_000) for p in parts),
             "api_calls": self.hook.client.api_calls - getattr(self, "_calls", 0),
+            "retries": len(self.hook.client.retries),  # requests retried by this task (503, 429, cut connections...)
             "seconds": round(time.monotonic() - getattr(self, "_started", time.monotonic()), 3),
             "upload_seconds": round(getattr(self, "_last_close", self._run_started) - self._run_started, 3),
         }

@@ -391,6 +391,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
             "splits": splits,
             "api_calls": self.hook.client.api_calls - calls_before,
+            "retries": len(self.hook.client.retries),  # requests retried by this task (503, 429, cut connections...)
             "seconds": round(time.monotonic() - started, 3),
             "download_seconds": round(time.monotonic() - collecting, 3),
         }

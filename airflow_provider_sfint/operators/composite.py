@@ -239,6 +239,7 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
             "retried": retried,
             "failed_output": written,
             "api_calls": client.api_calls - calls_before,
+            "retries": len(client.retries),  # requests retried by this task (503, 429, cut connections...)
             "seconds": round(time.monotonic() - started, 3),
         }
         self.log.info("Collections upsert of %s: %s", self.object, summary)

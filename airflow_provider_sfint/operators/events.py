@@ -100,6 +100,7 @@ class SalesforcePublishEventOperator(LineageMixin, BaseOperator):
             "published": len(results),
             "ids": [r.id for r in results],
             "api_calls": client.api_calls - calls_before,
+            "retries": len(client.retries),  # requests retried by this task (503, 429, cut connections...)
             "seconds": round(time.monotonic() - started, 3),
         }
         self.log.info("published %d %s events in %d API call(s)", len(results), self.event, summary["api_calls"])
