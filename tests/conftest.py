@@ -7,7 +7,11 @@ small demo org; tests that write and need a known state use ``fresh_org`` to res
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +24,7 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
 # Shared by this process and any API server a test starts (workers of a real executor talk to it).
 os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = "sfint-tests-only-" + "0123456789abcdef" * 4
 
+import httpx  # noqa: E402
 import pytest  # noqa: E402
 
 from airflow_provider_sfint.emulator import Emulator, EmulatorServer  # noqa: E402
@@ -86,3 +91,53 @@ def recorded() -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     httpx_logger = __import__("logging").getLogger("httpx")
     httpx_logger.setLevel("WARNING")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A metadata database for dag.test() (created once per session)."""
+    from airflow.utils.db import resetdb
+
+    resetdb(skip_init=False)
+
+
+@pytest.fixture(scope="module")
+def execution_api(airflow_db: None) -> Iterator[str]:
+    """An Airflow API server on a free loopback port, so dag.test(use_executor=True) can hand tasks to a
+    real executor: its worker processes report to the Execution API as in production."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    log = Path(os.environ["AIRFLOW_HOME"]) / f"api-server-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the API server did not start; see {log}:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        previous = os.environ.get("AIRFLOW__CORE__EXECUTION_API_SERVER_URL")
+        os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{url}/execution/"
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if previous is None:
+            os.environ.pop("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", None)
+        else:
+            os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = previous

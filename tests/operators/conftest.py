@@ -87,14 +87,6 @@ def old_api(monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin
     return set_connection(monkeypatch, "sfint_v57", emulator_url, api_version="57.0")
 
 
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """A metadata database for dag.test() (created once per session)."""
-    from airflow.utils.db import resetdb
-
-    resetdb(skip_init=False)
-
-
 def load_dag(name: str, source: str) -> Any:
     """DAGs run by dag.test() must live in the dags folder (it syncs the bundle to the database)."""
     from airflow.configuration import conf

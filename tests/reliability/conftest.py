@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from ..operators.conftest import airflow_db, conn, load_dag  # noqa: F401  (fixtures and helper)
+from ..operators.conftest import conn, load_dag  # noqa: F401  (a fixture and a helper)
