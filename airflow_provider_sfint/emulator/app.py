@@ -321,6 +321,7 @@ class Emulator:
             return self._with_limits(_limit_exceeded())
         ticket = self.limits.enter()
         if ticket is None:
+            self.count("refused: concurrent long-running limit")
             return self._with_limits(
                 _json(
                     403, [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "ConcurrentPerOrgLongTxn Limit exceeded."}]
