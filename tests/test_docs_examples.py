@@ -23,6 +23,7 @@ def _blocks(name: str) -> list[str]:
         ("emulator.md", 0),
         ("bulk-query.md", 0),
         ("bulk-query.md", 1),
+        ("bulk-query.md", 2),
         ("bulk-ingest.md", 0),
         ("sensors.md", 0),
         ("composite.md", 1),
@@ -78,3 +79,30 @@ def test_performance_page_matches_the_recorded_results() -> None:
     assert (DOCS / "performance.md").read_text() == page, "run .venv/bin/python bench/report.py"
     assert (DOCS / "performance.svg").read_text() == svg
     assert "| sfint |" in page and "<rect" in svg
+
+
+def test_soql_literal_filter_renders_a_safe_query(
+    monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin, tmp_path: Path
+) -> None:
+    """The templated-SOQL example: the filter turns O'Brien into a literal Salesforce accepts."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
+
+    extra = {"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SFINT_DEFAULT", json.dumps({"conn_type": "sfint", "host": emulator_url, "extra": extra})
+    )
+    fresh_org.load("Account", [{"Name": "O'Brien"}, {"Name": "OBrien"}])
+    code = _blocks("bulk-query.md")[1].replace("file:///tmp/accounts_by_name.parquet", f"file://{tmp_path}/a.parquet")
+    scope: dict[str, object] = {"__name__": "__docs__"}
+    exec(compile(code, "bulk-query.md[1]", "exec"), scope)
+    dag = scope["dag"]
+    task = dag.get_task("extract")  # type: ignore[attr-defined]
+    soql = dag.get_template_env().from_string(task.soql).render(params={"name": "O'Brien"})  # type: ignore[attr-defined]
+    assert soql.endswith("Name = 'O\\'Brien'")
+    task.soql = soql
+    task.execute({})
+    assert pq.read_table(tmp_path / "a.parquet").column("Name").to_pylist() == ["O'Brien"]

@@ -54,6 +54,20 @@ def _set(monkeypatch: pytest.MonkeyPatch, conn_id: str, url: str, **extra: Any) 
     return conn_id
 
 
+def _sensor_on_deleted_job(conn: str) -> None:
+    from airflow_provider_sfint.client.bulk2 import Bulk2
+    from airflow_provider_sfint.hooks.salesforce import SalesforceHook
+    from airflow_provider_sfint.sensors.bulk import SalesforceBulkJobSensor
+
+    bulk = Bulk2(SalesforceHook(sfint_conn_id=conn).client)
+    job = bulk.create_query_job("SELECT Id FROM Account")
+    bulk.wait("query", job.id, poll_interval=0.1)
+    bulk.delete("query", job.id)
+    SalesforceBulkJobSensor(task_id="s", job_id=job.id, kind="query", sfint_conn_id=conn, timeout=30).execute(
+        make_context()
+    )
+
+
 Case = Callable[[str, Path, Admin, pytest.MonkeyPatch, str], None]
 
 CASES: dict[str, tuple[Case, str]] = {
@@ -62,6 +76,16 @@ CASES: dict[str, tuple[Case, str]] = {
     "injected literal closes the string": (
         lambda c, t, *_: _query(c, t, "SELECT Id FROM Account WHERE Name = 'x' OR Name != 'y"),
         "MALFORMED_QUERY",
+    ),
+    "templated value that breaks the SOQL": (
+        lambda c, t, *_: _query(
+            c,
+            t,
+            SalesforceBulkQueryOperator(task_id="r", soql="x", output="x").render_template(
+                "SELECT Id FROM Account WHERE Name = '{{ params.name }}'", {"params": {"name": "O'Brien"}}
+            ),
+        ),
+        r"MALFORMED_QUERY",
     ),
     "aggregate in bulk": (lambda c, t, *_: _query(c, t, "SELECT COUNT(Id) FROM Account"), "aggregate"),
     "group by in bulk": (
@@ -259,6 +283,10 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda c, t, a, *_: a.limits(api_max=1000, api_used=1000) and _query(c, t, "SELECT Id FROM Account"),
         r"REQUEST_LIMIT_EXCEEDED|1000",
     ),
+    "job deleted from under a sensor": (
+        lambda c, t, *_: _sensor_on_deleted_job(c),
+        r"750\w+.*(NOT_FOUND|does not exist|deleted)",
+    ),
     "budget guard": (
         lambda c, t, a, *_: (
             a.limits(api_max=1000, api_used=950)
@@ -288,6 +316,7 @@ def test_hostile_input_fails_clearly_and_writes_nothing(
         run(conn, tmp_path, fresh_org, monkeypatch, emulator_url)
     text = str(raised.value)
     assert re.search(message, text, flags=re.S), f"{case}: {text}"
+    assert CLIENT_SECRET not in text and "revoked-token" not in text  # no secret in any message
     fresh_org.limits(api_max=1_000_000, api_used=0)
     assert {obj: len(fresh_org.records(obj)) for obj in WATCHED} == before, f"{case} wrote records"
     assert len(fresh_org.events()) == events
