@@ -91,6 +91,15 @@ class LineageMixin:
     def _record_lineage(self, inputs: list[DatasetRef], outputs: list[DatasetRef]) -> None:
         self._sfint_lineage = LineageRecord(inputs, outputs)
 
+    def _record_rows_lineage(self, source: Any, instance_url: str, obj: str, rows: list[dict[str, Any]]) -> None:
+        """Rows written to ``obj``: the source file (when they came from one) in, the object out, typed
+        from describe only if lineage is asked for."""
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        names = [(n, "") for n in dict.fromkeys(k for row in rows for k in row)]
+        inputs = [file_dataset(source, names)] if isinstance(source, str | ObjectStoragePath) else []
+        self._record_lineage(inputs, [salesforce_dataset(instance_url, obj, names, describe_later=True)])
+
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         if self._sfint_lineage is None:
             return None

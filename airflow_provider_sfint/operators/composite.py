@@ -20,7 +20,7 @@ from ..client.arrowio import NULL_POLICIES, iter_source
 from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
-from ..lineage import LineageMixin, file_dataset, salesforce_dataset
+from ..lineage import LineageMixin
 from ._settings import write_failed_rows
 from .bulk_ingest import SalesforceBulkIngestOperator
 
@@ -243,13 +243,7 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
             "seconds": round(time.monotonic() - started, 3),
         }
         self.log.info("Collections upsert of %s: %s", self.object, summary)
-        names = list(dict.fromkeys(k for row in rows for k in row))
-        self._record_lineage(
-            [file_dataset(self.records, [(n, "") for n in names])]
-            if isinstance(self.records, str | ObjectStoragePath)
-            else [],
-            [salesforce_dataset(client.login(), self.object, [(n, "") for n in names], describe_later=True)],
-        )
+        self._record_rows_lineage(self.records, client.login(), self.object, rows)
         too_many = self.max_failed_records is not None and len(failed) > self.max_failed_records
         too_high = (
             self.max_failed_ratio is not None and payloads and len(failed) / len(payloads) > self.max_failed_ratio

@@ -14,7 +14,7 @@ from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
 from ..client.rest import sobject_request
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
-from ..lineage import LineageMixin, file_dataset, salesforce_dataset
+from ..lineage import LineageMixin
 from .composite import json_value
 
 #: Salesforce answers a published event with success and this "error": the event was queued.
@@ -104,11 +104,5 @@ class SalesforcePublishEventOperator(LineageMixin, BaseOperator):
             "seconds": round(time.monotonic() - started, 3),
         }
         self.log.info("published %d %s events in %d API call(s)", len(results), self.event, summary["api_calls"])
-        names = list(dict.fromkeys(k for row in rows for k in row))
-        self._record_lineage(
-            [file_dataset(self.events, [(n, "") for n in names])]
-            if isinstance(self.events, str | ObjectStoragePath)
-            else [],
-            [salesforce_dataset(client.login(), self.event, [(n, "") for n in names], describe_later=True)],
-        )
+        self._record_rows_lineage(self.events, client.login(), self.event, rows)
         return summary

@@ -54,6 +54,11 @@ def _set(monkeypatch: pytest.MonkeyPatch, conn_id: str, url: str, **extra: Any) 
     return conn_id
 
 
+def _pre_issued(mp: pytest.MonkeyPatch, url: str, tmp: Path, instance_url: str) -> None:
+    conn = _set(mp, "sfint_bad", url, auth_type="access_token", access_token="x", instance_url=instance_url)
+    _query(conn, tmp, "SELECT Id FROM Account")
+
+
 def _sensor_on_deleted_job(conn: str) -> None:
     from airflow_provider_sfint.client.bulk2 import Bulk2
     from airflow_provider_sfint.hooks.salesforce import SalesforceHook
@@ -250,33 +255,11 @@ CASES: dict[str, tuple[Case, str]] = {
         "refresh token",
     ),
     "non-https instance url": (
-        lambda c, t, a, mp, url: _query(
-            _set(
-                mp,
-                "sfint_bad",
-                url,
-                auth_type="access_token",
-                access_token="x",
-                instance_url="http://acme.my.salesforce.com",
-            ),
-            t,
-            "SELECT Id FROM Account",
-        ),
+        lambda c, t, a, mp, url: _pre_issued(mp, url, t, "http://acme.my.salesforce.com"),
         "https",
     ),
     "non-Salesforce instance url": (
-        lambda c, t, a, mp, url: _query(
-            _set(
-                mp,
-                "sfint_bad",
-                url,
-                auth_type="access_token",
-                access_token="x",
-                instance_url="https://evil.example.com",
-            ),
-            t,
-            "SELECT Id FROM Account",
-        ),
+        lambda c, t, a, mp, url: _pre_issued(mp, url, t, "https://evil.example.com"),
         "evil.example.com",
     ),
     "daily allowance spent": (
