@@ -109,3 +109,10 @@ def run_child(command: list[str]) -> dict[str, Any]:
         print(process.stdout[-2000:], process.stderr[-4000:], file=sys.stderr)
         return {"error": (process.stderr or process.stdout)[-500:]}
     return dict(json.loads(lines[-1][len("RESULT ") :]))
+
+
+def write_result(out: str, result: dict[str, Any], shown: Any) -> None:
+    """Write a benchmark's result JSON to ``out`` (creating its folder) and print ``shown``."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(shown, indent=2))

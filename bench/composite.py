@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import EmulatorProcess, machine, rss_mb, run_child
+from common import EmulatorProcess, machine, rss_mb, run_child, write_result
 from common import token as client_token
 
 
@@ -170,9 +170,7 @@ def main() -> None:
         value = round(by["simple-salesforce"]["wall_s"] / by["sfint"]["wall_s"], 1)
         checks["speedup_vs_per_record"] = {"value": value, "target": ">= 10"}
     result = {"workload": workload, "machine": machine(), "rows": rows, "checks": checks}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(checks, indent=2))
+    write_result(args.out, result, checks)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Run with ``make bench-emulator``; results go to ``bench/results/emulator.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -26,7 +25,7 @@ from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, machine, rss_mb, wait_until_up
+from common import free_port, machine, rss_mb, wait_until_up, write_result
 
 FIELDS = (
     "Id, IsDeleted, Name, Type, ParentId, BillingStreet, BillingCity, BillingState, BillingPostalCode, "
@@ -180,9 +179,7 @@ def main() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result, result)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import EmulatorProcess, machine, rss_mb, run_child
+from common import EmulatorProcess, machine, rss_mb, run_child, write_result
 from common import token as client_token
 
 FIELDS = [
@@ -405,9 +405,7 @@ def main() -> None:
             "target": ">= 2.5",
         }
     result = {"workload": main_workload, "machine": machine(), "rows": rows, "checks": checks}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(checks, indent=2))
+    write_result(args.out, result, checks)
 
 
 if __name__ == "__main__":

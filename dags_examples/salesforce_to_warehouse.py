@@ -149,6 +149,7 @@ with DAG(
     def score(data_interval_end: datetime | None = None) -> dict[str, Any]:
         """Scores in DuckDB; only those that differ from Salesforce's current value are written back."""
         import duckdb
+        import pyarrow.parquet as pq
 
         assert data_interval_end is not None
         out = ObjectStoragePath(f"{LAKE}/scores/{data_interval_end.strftime('%Y%m%dT%H%M%SZ')}.parquet")
@@ -159,8 +160,6 @@ with DAG(
                 "WHERE a.Account_Score__c IS DISTINCT FROM s.Account_Score__c ORDER BY s.External_Id__c"
             )
             table = db.sql(changed).to_arrow_table()
-        import pyarrow.parquet as pq
-
         with out.open("wb") as f:
             pq.write_table(table, f)
         return {"path": str(out), "changed": table.num_rows}

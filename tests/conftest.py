@@ -117,6 +117,7 @@ def execution_api(airflow_db: None) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
+    previous = os.environ.get("AIRFLOW__CORE__EXECUTION_API_SERVER_URL")
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -128,7 +129,6 @@ def execution_api(airflow_db: None) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the API server did not start; see {log}:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        previous = os.environ.get("AIRFLOW__CORE__EXECUTION_API_SERVER_URL")
         os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{url}/execution/"
         yield url
     finally:

@@ -256,14 +256,24 @@ class CompositeBuilder:
     :param version: API version, e.g. ``"62.0"`` (``client.config.version``)
     :param all_or_none: roll every subrequest back when one fails
     :param limit: subrequests allowed (25 for composite, up to 500 nodes for a graph)
+    :param max_heavy: query and sObject Collections subrequests allowed (5 in a composite; None: no cap)
     """
 
-    def __init__(self, version: str, *, all_or_none: bool = False, limit: int = COMPOSITE_LIMIT) -> None:
+    def __init__(
+        self,
+        version: str,
+        *,
+        all_or_none: bool = False,
+        limit: int = COMPOSITE_LIMIT,
+        max_heavy: int | None = COMPOSITE_HEAVY_LIMIT,
+    ) -> None:
         self.version = version
         self.all_or_none = all_or_none
         self.limit = limit
+        self.max_heavy = max_heavy
         self.subrequests: list[dict[str, Any]] = []
         self._refs: set[str] = set()
+        self._heavy = 0
 
     def __len__(self) -> int:
         return len(self.subrequests)
@@ -279,17 +289,14 @@ class CompositeBuilder:
             raise ValueError(f"referenceId {ref!r} is used twice in this composite request")
         url = f"/services/data/v{self.version}/{path.lstrip('/')}"
         heavy = path.lstrip("/").startswith(("query", "queryAll", "composite/sobjects"))
-        if heavy and self.limit == COMPOSITE_LIMIT:
-            count = sum(1 for s in self.subrequests if s["_heavy"])
-            if count >= COMPOSITE_HEAVY_LIMIT:
-                raise ValueError(
-                    f"a composite request takes at most {COMPOSITE_HEAVY_LIMIT} query or Collections subrequests"
-                )
-        sub: dict[str, Any] = {"method": method.upper(), "url": url, "referenceId": ref, "_heavy": heavy}
+        if heavy and self.max_heavy is not None and self._heavy >= self.max_heavy:
+            raise ValueError(f"a composite request takes at most {self.max_heavy} query or Collections subrequests")
+        sub: dict[str, Any] = {"method": method.upper(), "url": url, "referenceId": ref}
         if body is not None:
             sub["body"] = body
         self.subrequests.append(sub)
         self._refs.add(ref)
+        self._heavy += heavy
         return Reference(ref)
 
     def create(self, obj: str, fields: dict[str, Any], reference_id: str | None = None) -> Reference:
@@ -324,7 +331,7 @@ class CompositeBuilder:
     def payload(self) -> list[dict[str, Any]]:
         if not self.subrequests:
             raise ValueError("a composite request needs at least one subrequest")
-        return [{k: v for k, v in s.items() if k != "_heavy"} for s in self.subrequests]
+        return list(self.subrequests)
 
     def request(self) -> ApiRequest:
         body = {"allOrNone": self.all_or_none, "compositeRequest": self.payload()}
@@ -370,7 +377,7 @@ class GraphBuilder:
             raise ValueError(f"graphId {graph_id!r} is used twice")
         if len(self.graphs) >= GRAPH_LIMIT:
             raise ValueError(f"a graph request takes at most {GRAPH_LIMIT} graphs; start another builder")
-        builder = CompositeBuilder(self.version, all_or_none=True, limit=GRAPH_NODE_LIMIT)
+        builder = CompositeBuilder(self.version, all_or_none=True, limit=GRAPH_NODE_LIMIT, max_heavy=None)
         self.graphs[graph_id] = builder
         return builder
 

@@ -142,6 +142,8 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
                 **em.settings,
             }
         )
+    if head == "tokens" and method == "GET":
+        return _ok({"issued": list(em.auth.issued)})
     if head == "tokens" and method == "POST":
         if parts[1:] == ["expire"]:
             em.auth.expire_all()

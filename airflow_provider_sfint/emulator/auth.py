@@ -6,6 +6,7 @@ import base64
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,7 @@ class Authority:
         self.passwords: dict[str, str] = {}
         self.refresh_tokens: dict[str, tuple[str, str]] = {}  # token -> (username, client_id)
         self.tokens: dict[str, Token] = {}
+        self.issued: deque[str] = deque(maxlen=10_000)  # every access token minted (admin API; secret scans)
         self.token_calls = 0
         self._lock = threading.Lock()
 
@@ -88,6 +90,7 @@ class Authority:
         token = f"{org_id[:15]}!AQ{secrets.token_urlsafe(72)}"
         with self._lock:
             self.tokens[token] = Token(self.users[username.lower()], username, client_id, time.monotonic())
+            self.issued.append(token)
         return token
 
     def check(self, token: str | None) -> Token | None:

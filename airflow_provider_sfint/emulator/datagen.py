@@ -404,6 +404,18 @@ class GenerationPlan:
     burst_share: float = 0.0  # share of rows whose SystemModstamp is one of a few shared instants
 
 
+# Fields Salesforce derives on save, by object: field -> the generated field it is derived from.
+DERIVED = {
+    "Opportunity": {
+        "IsClosed": "StageName",
+        "IsWon": "StageName",
+        "FiscalYear": "CloseDate",
+        "FiscalQuarter": "CloseDate",
+    },
+    "Case": {"IsClosed": "Status"},
+}
+
+
 class _Generator:
     def __init__(self, plan: GenerationPlan) -> None:
         self.plan = plan
@@ -439,13 +451,12 @@ class _Generator:
             fields.append(obj.fields["Name"])
         self.fields = fields
         self.derived_name = obj.name in ("Contact", "Lead")
-        # Fields Salesforce derives on save (as dml.py does for API writes): never null in a real org.
+        # Derived fields (DERIVED; dml.py sets them for API writes): never null in a real org.
+        generated = {f.name for f in fields}
         self.derived: list[str] = [
             name
-            for name in {"Opportunity": ["IsClosed", "IsWon", "FiscalYear", "FiscalQuarter"], "Case": ["IsClosed"]}.get(
-                obj.name, []
-            )
-            if name in obj.fields and name not in {f.name for f in fields}
+            for name, source in DERIVED.get(obj.name, {}).items()
+            if name in obj.fields and name not in generated and source in generated
         ]
         self.columns = [
             "Id",
@@ -506,7 +517,7 @@ class _Generator:
 
     def _derive(self, name: str, by_name: dict[str, list[Any]]) -> list[Any]:
         if self.obj.name == "Case":
-            return [int(v == "Closed") for v in by_name.get("Status", [])]
+            return [int(v == "Closed") for v in by_name["Status"]]
         stages = by_name["StageName"]
         if name == "IsClosed":
             return [int(v in ("Closed Won", "Closed Lost")) for v in stages]

@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
 from ..client import AsyncSalesforceClient, ClientConfig, ConfigurationError, SalesforceClient, SalesforceError
@@ -191,10 +192,8 @@ class SalesforceHook(BaseHook):
         """The connection's client configuration (read with the sync connection call)."""
         try:
             conn = self.get_connection(self.sfint_conn_id)
-        except Exception as exc:
-            if type(exc).__name__ != "AirflowNotFoundException":
-                raise
-            raise type(exc)(
+        except AirflowNotFoundException as exc:
+            raise AirflowNotFoundException(
                 f"connection {self.sfint_conn_id!r} is not defined: create it (type sfint) in Admin > Connections, "
                 f"or set AIRFLOW_CONN_{self.sfint_conn_id.upper()}, or pass another sfint_conn_id"
             ) from exc

@@ -207,13 +207,6 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
             raise AirflowFailException(f"source {self.source} holds no rows")
         self._source_schema = first.schema
         try:
-            self.hook.client.describe(self.object)
-        except NotFoundError:
-            raise AirflowFailException(
-                f"object {self.object!r} does not exist or is not visible to this user (check the API name, "
-                "with __c for custom objects, and the user's object permissions); no job was created"
-            ) from None
-        try:
             return plan_ingest(
                 ColumnResolver(self.hook.client.describe),
                 self.object,
@@ -224,6 +217,11 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
             )
         except PreflightError as exc:
             raise AirflowFailException(str(exc)) from exc
+        except NotFoundError:  # describe of the object itself: the first call plan_ingest makes
+            raise AirflowFailException(
+                f"object {self.object!r} does not exist or is not visible to this user (check the API name, "
+                "with __c for custom objects, and the user's object permissions); no job was created"
+            ) from None
 
     def _preflight(self, plan: IngestPlan) -> int:
         """First pass over the input: every value and key checked; raises before any job. Returns the rows."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,21 @@ from ..emulator.helpers import Admin
 CONN_ID = "sfint_test"
 
 
+class WorkerDied(BaseException):
+    """A worker process dying at a chosen moment (raised by :class:`StateStore` when told to)."""
+
+
 class StateStore:
-    """Stands in for Airflow 3.3's task_state_store (get/set/delete of JSON values), surviving 'tries'."""
+    """Stands in for Airflow 3.3's task_state_store (get/set/delete of JSON values), surviving 'tries'.
+
+    ``dies_after(key, value)``, when set, is asked after each write; True raises :class:`WorkerDied`, the
+    write having landed, as when a worker is killed right after recording a step.
+    """
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
         self.history: list[tuple[str, Any]] = []
+        self.dies_after: Callable[[str, Any], bool] | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
         return json.loads(json.dumps(self.values[key])) if key in self.values else default
@@ -32,6 +41,8 @@ class StateStore:
     def set(self, key: str, value: Any, **_: Any) -> None:
         self.values[key] = json.loads(json.dumps(value))
         self.history.append((key, value))
+        if self.dies_after is not None and self.dies_after(key, value):
+            raise WorkerDied
 
     def delete(self, key: str) -> None:
         self.values.pop(key, None)

@@ -20,7 +20,7 @@ from airflow_provider_sfint.emulator.dml import sf_trim
 from airflow_provider_sfint.operators.bulk_ingest import STATE_KEY, SalesforceBulkIngestOperator
 
 from ..emulator.helpers import Admin
-from .conftest import StateStore, make_context
+from .conftest import StateStore, WorkerDied, make_context
 
 TEXT_FIELDS = ["Description", "Site", "BillingStreet"]
 
@@ -148,23 +148,12 @@ def test_a_crash_then_a_retry_loads_each_row_once(
     """Insert (no key to deduplicate on): after a crash at each step, the retry gives exactly one copy."""
     rows = pa.table({"Name": [f"Once {crash_after} {i}" for i in range(500)], "Site": ["x"] * 500})
     store = StateStore()
-
-    class WorkerDied(BaseException):
-        pass
-
-    real_set = store.set
-
-    def dying_set(key: str, value: Any, **kw: Any) -> None:
-        real_set(key, value, **kw)
-        step = "uploaded" if crash_after == "upload-unrecorded" else crash_after
-        if key == STATE_KEY and any(step in part for part in value["parts"].values()):
-            raise WorkerDied
-
-    store.set = dying_set  # type: ignore[method-assign]
+    step = "uploaded" if crash_after == "upload-unrecorded" else crash_after
+    store.dies_after = lambda key, value: key == STATE_KEY and any(step in p for p in value["parts"].values())
     op = _op(conn, rows, operation="insert", max_bytes_per_job=6_000, max_concurrent_jobs=1)
     with pytest.raises(WorkerDied):
         op.execute(make_context(store))
-    store.set = real_set  # type: ignore[method-assign]
+    store.dies_after = None
     assert store.get(STATE_KEY)["parts"]
     if crash_after == "upload-unrecorded":  # the PUT arrived but the worker died before noting it
         for part in store.values[STATE_KEY]["parts"].values():
@@ -299,21 +288,11 @@ def _all_ingest_jobs(op: SalesforceBulkIngestOperator) -> list[str]:
 
 def test_a_retry_with_changed_input_stops_before_touching_the_earlier_job(conn: str, fresh_org: Admin) -> None:
     store = StateStore()
-
-    class WorkerDied(BaseException):
-        pass
-
-    real_set = store.set
-
-    def dying_set(key: str, value: Any, **kw: Any) -> None:
-        real_set(key, value, **kw)
-        raise WorkerDied
-
-    store.set = dying_set  # type: ignore[method-assign]
+    store.dies_after = lambda key, value: True  # dies right after recording its first step
     rows = pa.table({"Name": ["Before A", "Before B"]})
     with pytest.raises(WorkerDied):
         _op(conn, rows, operation="insert").execute(make_context(store))
-    store.set = real_set  # type: ignore[method-assign]
+    store.dies_after = None
     changed = pa.table({"Name": ["After A", "After B"]})
     with pytest.raises(AirflowFailException, match="the input changed since an earlier try"):
         _op(conn, changed, operation="insert").execute(make_context(store))

@@ -26,7 +26,7 @@ try:
     DURABLE = True
 except ImportError:  # Airflow < 3.3: every try submits a new job
     DURABLE = False
-from .conftest import StateStore, make_context
+from .conftest import StateStore, WorkerDied, make_context
 
 COLUMNS = [
     "Id",
@@ -213,21 +213,10 @@ def test_resume_after_the_worker_died_mid_download(conn: str, fresh_org: Admin, 
     out = tmp_path / "parts"
     first = _op(conn, f"{out}/", page_size=20, part_size=40, parallel_pages=1)
     context = make_context(store)
-
-    class WorkerDied(BaseException):
-        pass
-
-    real_set = store.set
-
-    def dying_set(key: str, value: Any, **kw: Any) -> None:
-        real_set(key, value, **kw)
-        if key == PROGRESS_KEY and len(value["parts"]) == 2:
-            raise WorkerDied
-
-    store.set = dying_set  # type: ignore[method-assign]
+    store.dies_after = lambda key, value: key == PROGRESS_KEY and len(value["parts"]) == 2
     with pytest.raises(WorkerDied):
         first.execute(context)
-    store.set = real_set  # type: ignore[method-assign]
+    store.dies_after = None
     job_id = store.get("sfint_bulk_query_job")
     assert job_id and store.get(PROGRESS_KEY)["job_id"] == job_id
     assert not (out / "_SUCCESS").exists() and not list(out.glob("part-*"))
