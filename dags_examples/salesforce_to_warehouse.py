@@ -1,10 +1,11 @@
 """The main job: Salesforce -> lake (Parquet) -> DuckDB warehouse -> account scores back into Salesforce.
 
-Every day (one data interval):
+Every day, on Airflow 3's default timetable for ``"@daily"`` (zero-length data intervals):
 
-1. Bulk API 2.0 queries of Account, Contact and Opportunity for the records changed in the interval
-   (``SystemModstamp``), deleted ones included (``queryAll``), written as typed Parquet into the lake;
-   the DAG's first interval (or a run with ``full_refresh``) loads the whole history instead.
+1. Bulk API 2.0 queries of Account, Contact and Opportunity for the records changed since the previous
+   successful run (``SystemModstamp``, up to this run's logical date), deleted ones included
+   (``queryAll``), written as typed Parquet into the lake; the DAG's first run (or a run with
+   ``full_refresh``) loads the whole history instead.
 2. Each extract merged into the DuckDB warehouse: changed rows replace their previous version, deleted
    rows are removed.
 3. An account score computed in DuckDB from the warehouse's opportunities and contacts.
@@ -17,7 +18,7 @@ Waits are deferrable. Settings come from the environment, read when the DAG is p
 - ``SFINT_LAKE``: the lake's root (any ObjectStoragePath URL, default ``file://$AIRFLOW_HOME/sfint/lake``)
 - ``SFINT_WAREHOUSE``: the DuckDB file (default ``$AIRFLOW_HOME/sfint/warehouse.duckdb``)
 - ``SFINT_CONN_ID``: the Salesforce connection (default ``sfint_default``)
-- ``SFINT_START_DATE``: the first data interval's start (ISO date, default 2026-01-01)
+- ``SFINT_START_DATE``: the DAG's start date (ISO date, default 2026-01-01)
 - ``SFINT_RETRIES``: task retries (default 2); ``SFINT_RETRY_DELAY``: seconds between them (default 60)
 - ``SFINT_DEFERRABLE``: wait for Bulk jobs in the triggerer (default true; needs a running triggerer)
 """
@@ -54,12 +55,13 @@ EXTRACTS = {
     "SystemModstamp FROM Opportunity",
 }
 
-# The first interval, or a full refresh, reads everything changed before the interval's end.
-WINDOW_START = (
-    "{{ params.history_start if (params.full_refresh or data_interval_start <= dag.start_date) "
-    "else data_interval_start.isoformat() }}"
-)
-INTERVAL = "{{ data_interval_end.strftime('%Y%m%dT%H%M%SZ') }}"
+# Each run reads what changed since the previous successful run (the operator derives that window on
+# Airflow 3's default timetable, whose data intervals are zero-length); the first run, or a full refresh,
+# reads everything changed before the run's logical date.
+WINDOW_START = "{{ params.history_start if params.full_refresh else '' }}"
+HISTORY_START = "{{ params.history_start }}"
+# Runs without a logical date (a manual trigger may leave it empty) are named by when they ran.
+INTERVAL = "{{ (dag_run.logical_date or dag_run.run_after).strftime('%Y%m%dT%H%M%SZ') }}"
 
 SCORE_SQL = """
 WITH opp AS (
@@ -108,6 +110,7 @@ with DAG(
             include_deleted=True,
             incremental_field="SystemModstamp",
             window_start=WINDOW_START,
+            initial_window_start=HISTORY_START,
             output=f"{LAKE}/raw/{obj.lower()}/{INTERVAL}.parquet",
             deferrable=DEFERRABLE,
             poll_interval=1,
@@ -146,13 +149,13 @@ with DAG(
         return counts
 
     @task
-    def score(data_interval_end: datetime | None = None) -> dict[str, Any]:
+    def score(dag_run: Any = None) -> dict[str, Any]:
         """Scores in DuckDB; only those that differ from Salesforce's current value are written back."""
         import duckdb
         import pyarrow.parquet as pq
 
-        assert data_interval_end is not None
-        out = ObjectStoragePath(f"{LAKE}/scores/{data_interval_end.strftime('%Y%m%dT%H%M%SZ')}.parquet")
+        when: datetime = dag_run.logical_date or dag_run.run_after
+        out = ObjectStoragePath(f"{LAKE}/scores/{when.strftime('%Y%m%dT%H%M%SZ')}.parquet")
         out.parent.mkdir(parents=True, exist_ok=True)
         with duckdb.connect(WAREHOUSE) as db:
             changed = (

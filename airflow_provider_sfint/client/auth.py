@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from .errors import AuthenticationError, ConfigurationError, InsecureTransportError
+from .errors import ConfigurationError, InsecureTransportError, LoginRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -309,10 +309,11 @@ def parse_token_response(config: ClientConfig, status: int, body: Any, generatio
         error = body.get("error") if isinstance(body, dict) else None
         description = body.get("error_description", "") if isinstance(body, dict) else str(body)[:200]
         hint = _HINTS.get(str(description))
-        message = f"{config.auth_type} login refused: {description or 'no description'}" + (
+        where = config.resolved_login_url + "/services/oauth2/token"
+        message = f"{config.auth_type} login at {where} refused: {description or 'no description'}" + (
             f" -- {hint}" if hint else ""
         )
-        raise AuthenticationError(
+        raise LoginRefusedError(
             message,
             status=status,
             error_code=str(error) if error else None,
@@ -362,7 +363,7 @@ class SessionManager:
 
     def _next_token_request(self) -> TokenRequest:
         if self.config.auth_type == "access_token":
-            raise AuthenticationError(
+            raise LoginRefusedError(
                 "the pre-issued access token is invalid or expired and cannot be refreshed; "
                 "issue a new token or use another auth_type",
                 error_code="INVALID_SESSION_ID",

@@ -67,6 +67,11 @@ class AuthenticationError(SalesforceError):
     """Credentials were refused (OAuth error), or a session stayed invalid after one refresh."""
 
 
+class LoginRefusedError(AuthenticationError):
+    """The token endpoint refused the credentials (wrong secret, revoked grant, unknown user...): retrying the
+    same credentials cannot succeed, so callers should fail at once. A 5xx answer is a :class:`ServerError`."""
+
+
 class InsecureTransportError(AuthenticationError):
     """An instance or login URL that is not https on a Salesforce host (or an explicitly allowed one)."""
 

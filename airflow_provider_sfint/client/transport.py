@@ -28,6 +28,7 @@ from .. import __version__
 from .auth import ClientConfig, Session, SessionManager, TokenRequest, session_manager
 from .errors import (
     AuthenticationError,
+    LoginRefusedError,
     RateLimitedError,
     RowLockError,
     SalesforceError,
@@ -102,11 +103,13 @@ def _body(response: httpx.Response) -> Any:
         return response.text[:2000]
 
 
-def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> TransportError:
+def _transport_error(exc: httpx.HTTPError, method: str, url: httpx.URL) -> TransportError:
     # Connect failures and pool timeouts happen before any byte of the request is sent.
     never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     kind = type(exc).__name__
-    return TransportError(f"{kind}: {exc}" if str(exc) else kind, sent=not never_sent, method=method, path=path)
+    where = f"{url.scheme}://{url.netloc.decode()}{url.path}"  # the host tried, never a query string
+    message = f"{kind} on {method} {where}" + (f": {exc}" if str(exc) else "")
+    return TransportError(message, sent=not never_sent, method=method, path=url.path)
 
 
 def should_retry(exc: BaseException, request: ApiRequest) -> bool:
@@ -149,6 +152,9 @@ class Transport:
         self.usage: ApiUsage | None = None
         self.retries: list[RetryEvent] = []
         self.calls = 0
+        #: turns a login the token endpoint refused for good into the caller's own error (the hook makes it
+        #: Airflow's AirflowFailException, so a task with bad credentials is not retried)
+        self.on_login_refused: Callable[[LoginRefusedError], BaseException] | None = None
         self._lock = threading.Lock()
 
     # --- shared protocol --------------------------------------------------------------------------
@@ -257,11 +263,10 @@ class Transport:
 
     def _send_once(self, request: ApiRequest, session: Session | None) -> httpx.Response:
         built = self.build(request, session)
-        path = built.url.path
         try:
             response = self.client.send(built)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, request.method.upper(), path) from None
+            raise _transport_error(exc, request.method.upper(), built.url) from None
         with self._lock:
             self.calls += 1
         return self.check(request, response)
@@ -273,8 +278,14 @@ class Transport:
                 response = self._send_once(request, None)
         return response.status_code, _body(response)
 
-    def session(self) -> Session:
-        return self.sessions.get(self._fetch_token)
+    def _refused(self, exc: LoginRefusedError) -> BaseException:
+        return exc if self.on_login_refused is None else self.on_login_refused(exc)
+
+    def session(self, seen_generation: int | None = None) -> Session:
+        try:
+            return self.sessions.get(self._fetch_token, seen_generation=seen_generation)
+        except LoginRefusedError as exc:
+            raise self._refused(exc) from exc
 
     def _with_session(self, request: ApiRequest, once: Callable[[Session | None], T]) -> T:
         """Retries per the policy; refresh the session once on INVALID_SESSION_ID and replay."""
@@ -287,7 +298,7 @@ class Transport:
                     if not (request.authenticated and self._invalid_session(exc)):
                         raise
                     assert session is not None
-                    return once(self.sessions.get(self._fetch_token, seen_generation=session.generation))
+                    return once(self.session(seen_generation=session.generation))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def send(self, request: ApiRequest) -> httpx.Response:
@@ -304,11 +315,10 @@ class Transport:
 
         def once(session: Session | None) -> T:
             built = self.build(request, session)
-            path = built.url.path
             try:
                 response = self.client.send(built, stream=True)
             except httpx.HTTPError as exc:
-                raise _transport_error(exc, request.method.upper(), path) from None
+                raise _transport_error(exc, request.method.upper(), built.url) from None
             try:
                 with self._lock:
                     self.calls += 1
@@ -316,12 +326,12 @@ class Transport:
                     try:
                         response.read()
                     except httpx.HTTPError as exc:
-                        raise _transport_error(exc, request.method.upper(), path) from None
+                        raise _transport_error(exc, request.method.upper(), built.url) from None
                 self.check(request, response)
                 try:
                     return consume(response)
                 except httpx.HTTPError as exc:
-                    raise _transport_error(exc, request.method.upper(), path) from None
+                    raise _transport_error(exc, request.method.upper(), built.url) from None
             finally:
                 response.close()
 
@@ -342,11 +352,10 @@ class Transport:
 
     async def _asend_once(self, request: ApiRequest, session: Session | None) -> httpx.Response:
         built = self.build(request, session)
-        path = built.url.path
         try:
             response = await self.async_client.send(built)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, request.method.upper(), path) from None
+            raise _transport_error(exc, request.method.upper(), built.url) from None
         with self._lock:
             self.calls += 1
         return self.check(request, response)
@@ -358,8 +367,11 @@ class Transport:
                 response = await self._asend_once(request, None)
         return response.status_code, _body(response)
 
-    async def asession(self) -> Session:
-        return await self.sessions.aget(self._afetch_token)
+    async def asession(self, seen_generation: int | None = None) -> Session:
+        try:
+            return await self.sessions.aget(self._afetch_token, seen_generation=seen_generation)
+        except LoginRefusedError as exc:
+            raise self._refused(exc) from exc
 
     async def asend(self, request: ApiRequest) -> httpx.Response:
         async for attempt in tenacity.AsyncRetrying(**self._retrying_kwargs(request)):
@@ -371,7 +383,7 @@ class Transport:
                     if not (request.authenticated and self._invalid_session(exc)):
                         raise
                     assert session is not None
-                    fresh = await self.sessions.aget(self._afetch_token, seen_generation=session.generation)
+                    fresh = await self.asession(seen_generation=session.generation)
                     return await self._asend_once(request, fresh)
         raise AssertionError("unreachable")  # pragma: no cover
 

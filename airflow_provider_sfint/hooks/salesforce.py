@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
-from ..client import AsyncSalesforceClient, ClientConfig, ConfigurationError, SalesforceClient, SalesforceError
+from ..client import (
+    AsyncSalesforceClient,
+    ClientConfig,
+    ConfigurationError,
+    LoginRefusedError,
+    SalesforceClient,
+    SalesforceError,
+)
 from ..client.auth import AUTH_TYPES, DEFAULT_API_VERSION
 from ..compat import AirflowFailException, mask_secret
 
@@ -210,16 +217,26 @@ class SalesforceHook(BaseHook):
             conn = await sync_to_async(self.get_connection)(self.sfint_conn_id)
         return self._config(conn)
 
+    def _login_refused(self, exc: LoginRefusedError) -> BaseException:
+        """Credentials refused by the org fail the task at once: a retry with the same ones cannot succeed."""
+        return AirflowFailException(
+            f"Salesforce connection {self.sfint_conn_id!r}: {exc}. Not retried: fix the connection's credentials"
+        )
+
     @cached_property
     def client(self) -> SalesforceClient:
         """A sync client; sessions are shared with every other client of this connection in the process."""
-        return SalesforceClient(self.config)
+        client = SalesforceClient(self.config)
+        client.transport.on_login_refused = self._login_refused
+        return client
 
     def get_conn(self) -> SalesforceClient:
         return self.client
 
     async def get_async_client(self) -> AsyncSalesforceClient:
-        return AsyncSalesforceClient(await self.aget_config())
+        client = AsyncSalesforceClient(await self.aget_config())
+        client.transport.on_login_refused = self._login_refused
+        return client
 
     def test_connection(self) -> tuple[bool, str]:
         """Log in and read ``/limits`` (the cheapest counted call); never raises."""

@@ -46,7 +46,7 @@ from ..client.errors import NotFoundError, SalesforceError
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin, file_dataset, salesforce_dataset
-from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
+from ..links import JOB_URL_ATTR, SalesforceJobLink, announce_job, forget_job_link
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
 from ._settings import check_waiting, write_failed_rows
 
@@ -121,6 +121,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        setattr(self, JOB_URL_ATTR, None)
         if null_policy not in NULL_POLICIES:
             raise ValueError(f"null_policy must be one of {', '.join(NULL_POLICIES)}, got {null_policy!r}")
         if not 1_000 <= int(max_bytes_per_job) <= HARD_CAP_BYTES:
@@ -374,11 +375,13 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
             )
             job_id = job.id
             self._record(part.index, job=job_id, rows=part.rows, digest=part.digest)
-            if part.index == 0 and context.get("ti") is not None:
-                context["ti"].xcom_push(key=JOB_URL_XCOM_KEY, value=job_link(self.hook.client.login(), job_id))
+            if part.index == 0:
+                announce_job(self, context, job_link(self.hook.client.login(), job_id), job_id)
             state = "Open"
         else:
             state = self.bulk.job_info("ingest", job_id).state
+            if part.index == 0:  # a retried or resumed task links the job it re-attached to
+                setattr(self, JOB_URL_ATTR, job_link(self.hook.client.login(), job_id))
         if state == "Open":
             if not entry.get("uploaded"):
                 fresh = self.bulk.upload(job_id, part.path)
@@ -415,6 +418,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
             raise SalesforceError(f"unexpected trigger event {event!r} for the ingest jobs of {self.task_id}")
+        forget_job_link(self)
         self._echoed = event.get("echo") if isinstance(event.get("echo"), dict) else None
         if event["status"] != "success":
             self._state = self._echoed or {}

@@ -18,9 +18,10 @@ from ..client.soql import add_window, query_shape
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin, file_dataset, salesforce_dataset
-from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
+from ..links import JOB_URL_ATTR, SalesforceJobLink, announce_job, forget_job_link
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
 from ._settings import check_waiting
+from ._window import Window, resolve_window
 
 PROGRESS_EVERY = 10.0
 PROGRESS_KEY = "sfint_bulk_query_progress"
@@ -41,12 +42,17 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         is the task's XComArg)
     :param format: ``parquet`` (default), ``csv`` or ``jsonl`` (templated)
     :param include_deleted: queryAll: include soft-deleted and archived rows
-    :param incremental_field: a datetime field (for example ``SystemModstamp``); restricts the query to
-        ``data_interval_start <= field < data_interval_end`` combined with any WHERE (templated)
+    :param incremental_field: a datetime field (for example ``SystemModstamp``); restricts the query to the
+        run's window, ``start <= field < end``, combined with any WHERE (templated). The window ends at the
+        run's data interval end (or logical date) and starts at its data interval start when the interval is
+        not empty, else where the previous successful run's window ended (Airflow 3's default timetable gives
+        cron schedules zero-length intervals): see ``docs/incremental.md``
     :param window_start: overrides the window's start (an ISO 8601 datetime with offset, or a datetime;
-        templated, an empty string keeps ``data_interval_start``), for example to load history on a DAG's
-        first interval or in a full refresh
-    :param window_end: overrides the window's end likewise (default ``data_interval_end``)
+        templated, an empty string keeps the derived start), for example in a full refresh
+    :param window_end: overrides the window's end likewise (default: the data interval end or logical date)
+    :param initial_window_start: where the window starts on the DAG's first run, when no earlier run has
+        succeeded (templated; for example ``2000-01-01T00:00:00+00:00`` loads the whole history); without
+        it a first run with an empty data interval fails and says so
     :param page_size: rows per result page (``maxRecords``), default 25,000: memory holds about
         ``parallel_pages x page_size`` rows
     :param parallel_pages: result pages fetched at once (``resultPages``), default 4
@@ -68,6 +74,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         "incremental_field",
         "window_start",
         "window_end",
+        "initial_window_start",
         "sfint_conn_id",
     )
     template_ext: Sequence[str] = (".soql", ".sql")
@@ -86,6 +93,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         incremental_field: str | None = None,
         window_start: str | datetime | None = None,
         window_end: str | datetime | None = None,
+        initial_window_start: str | datetime | None = None,
         page_size: int = 25_000,
         parallel_pages: int = 4,
         typed: bool = True,
@@ -117,6 +125,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         self.incremental_field = incremental_field
         self.window_start = window_start
         self.window_end = window_end
+        self.initial_window_start = initial_window_start
         self.page_size = int(page_size)
         self.parallel_pages = int(parallel_pages)
         self.typed = typed
@@ -129,6 +138,8 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         self.max_split_depth = int(max_split_depth)
         self.sfint_conn_id = sfint_conn_id
         self._running_job: str | None = None
+        setattr(self, JOB_URL_ATTR, None)
+        self._resolved_window: Window | None = None
 
     # --- set-up -----------------------------------------------------------------------------------
 
@@ -151,40 +162,32 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             else ObjectStoragePath(str(self.destination))
         )
 
-    def _window_query(self, context: Any, start: datetime | None = None, end: datetime | None = None) -> str:
+    def _window(self, context: Any) -> Window | None:
+        """The window of this run (recorded once per try: the split path and the result check reuse it)."""
         if not self.incremental_field:
-            for name in ("window_start", "window_end"):
+            for name in ("window_start", "window_end", "initial_window_start"):
                 if getattr(self, name) not in (None, ""):
                     raise AirflowFailException(f"{name} is set but incremental_field is not: set both or neither")
-            return self.soql
-        start = start or self._bound("window_start") or context.get("data_interval_start")
-        end = end or self._bound("window_end") or context.get("data_interval_end")
-        if start is None or end is None:
-            raise AirflowFailException(
-                f"incremental_field={self.incremental_field!r} needs a data interval, and this run has none "
-                "(a manual run of a DAG without a schedule?); give the DAG a schedule or drop incremental_field"
+            return None
+        if self._resolved_window is None:
+            self._resolved_window = resolve_window(
+                context,
+                task=self.task_id,
+                field=self.incremental_field,
+                window_start=self.window_start,
+                window_end=self.window_end,
+                initial_window_start=self.initial_window_start,
             )
+        return self._resolved_window
+
+    def _window_query(self, window: Window | None, start: datetime | None = None, end: datetime | None = None) -> str:
+        """The SOQL of ``window`` (or of ``[start, end)`` within it, for a split)."""
+        if window is None or not self.incremental_field:
+            return self.soql
         try:
-            return add_window(self.soql, self.incremental_field, start, end)
+            return add_window(self.soql, self.incremental_field, start or window.start, end or window.end)
         except ValueError as exc:
             raise AirflowFailException(f"incremental_field={self.incremental_field!r}: {exc}") from exc
-
-    def _bound(self, name: str) -> datetime | None:
-        value = getattr(self, name)
-        if value is None or value == "":
-            return None
-        if isinstance(value, datetime):
-            parsed = value
-        else:
-            try:
-                parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-            except ValueError:
-                raise AirflowFailException(
-                    f"{name}={value!r} is not an ISO 8601 datetime (for example 2024-01-01T00:00:00+00:00)"
-                ) from None
-        if parsed.tzinfo is None:
-            raise AirflowFailException(f"{name}={value!r} has no UTC offset; add one (+00:00 or Z)")
-        return parsed
 
     def _schema(self, soql: str) -> Any:
         cache = self.__dict__.setdefault("_schemas", {})
@@ -226,7 +229,16 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     def execute(self, context: Any) -> dict[str, Any]:
         self._started = time.monotonic()
         self._calls_at_start = self.hook.client.api_calls
-        soql = self._window_query(context)
+        window = self._window(context)
+        if window is not None:
+            self.log.info(
+                "window %s <= %s < %s (start from the %s)",
+                window.start.isoformat(),
+                self.incremental_field,
+                window.end.isoformat(),
+                window.source,
+            )
+        soql = self._window_query(window)
         if self.format not in FORMATS:
             raise AirflowFailException(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         QueryOutput.check_writable(self._output_path(), self._directory)
@@ -238,7 +250,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     # --- ResumableJobMixin ------------------------------------------------------------------------
 
     def submit_job(self, context: Any) -> str:
-        soql = self._window_query(context)
+        soql = self._window_query(self._window(context))
         try:
             job = self.bulk.create_query_job(soql, include_deleted=self.include_deleted)
         except QueryError as exc:
@@ -256,10 +268,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     def _announce(self, context: Any, job_id: str) -> None:
         self._running_job = job_id
         self.log.info("Bulk query job %s created on %s", job_id, self.hook.client.login())
-        ti = context.get("ti")
-        if ti is not None:
-            ti.xcom_push(key="sfint_job_id", value=job_id)
-            ti.xcom_push(key=JOB_URL_XCOM_KEY, value=job_link(self.hook.client.login(), job_id))
+        announce_job(self, context, job_link(self.hook.client.login(), job_id), job_id)
 
     def get_job_status(self, external_id: Any, context: Any) -> str:
         try:
@@ -276,6 +285,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     def poll_until_complete(self, external_id: Any, context: Any) -> None:
         job_id = str(external_id)
         self._running_job = job_id
+        setattr(self, JOB_URL_ATTR, job_link(self.hook.client.login(), job_id))  # also when re-attached
         if self.deferrable:
             info = self.bulk.job_info("query", job_id)
             if info.active:
@@ -289,7 +299,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
                         end_time=end,
                     ),
                     method_name="execute_complete",
-                    kwargs={"job_id": job_id},
+                    kwargs={"job_id": job_id, "window": self._window_dict()},
                     timeout=None if self.timeout is None else timedelta(seconds=self.timeout + 60),
                 )
             return
@@ -307,14 +317,26 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     def get_job_result(self, external_id: Any, context: Any) -> dict[str, Any]:
         return self._collect(context, str(external_id))
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None, job_id: str = "") -> dict[str, Any]:
+    def _window_dict(self) -> dict[str, str] | None:
+        return None if self._resolved_window is None else self._resolved_window.as_dict()
+
+    def execute_complete(
+        self,
+        context: Any,
+        event: dict[str, Any] | None = None,
+        job_id: str = "",
+        window: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
             raise SalesforceError(f"unexpected trigger event {event!r} for Bulk query job {job_id or '?'}")
         # The event names its job (not every Airflow version hands the defer kwargs back).
         job_id = job_id or str(next(iter(event.get("jobs") or {}), ""))
         if not job_id:
             raise SalesforceError(f"trigger event {event!r} names no Bulk query job")
+        forget_job_link(self)
         self._started = time.monotonic()
+        if window:  # the window the job was created for, not one derived again after the wait
+            self._resolved_window = Window.from_dict(window)
         status = event["status"]
         if status == "timeout":
             raise BulkJobError(f"Bulk query job {job_id} did not finish within {self.timeout} s", job_id=job_id)
@@ -339,7 +361,8 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         collecting = time.monotonic()
         started = getattr(self, "_started", collecting)
         calls_before = getattr(self, "_calls_at_start", self.hook.client.api_calls)
-        soql = self._window_query(context)
+        window = self._window(context)
+        soql = self._window_query(window)
         schema = self._schema(soql)
         store = context.get("task_state_store")
         saved = store.get(PROGRESS_KEY) if store is not None else None
@@ -363,10 +386,10 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         try:
             if job.succeeded:
                 records += self._download(job, output, parser, store, progress.get("next_locator"))
-            elif job.error().is_timeout and self.incremental_field and self.max_split_depth:
-                start, end = context["data_interval_start"], context["data_interval_end"]
+            elif job.error().is_timeout and window is not None and self.max_split_depth:
+                start, end = window.start, window.end
                 self.log.warning("job %s timed out on [%s, %s); splitting the window", job_id, start, end)
-                got, more_jobs, splits = self._split(context, start, end, output, parser, 1)
+                got, more_jobs, splits = self._split(window, start, end, output, parser, 1)
                 records += got
                 jobs += more_jobs
             else:
@@ -390,6 +413,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             "format": self.format,
             "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
             "splits": splits,
+            "window": None if window is None else window.as_dict(),
             "api_calls": self.hook.client.api_calls - calls_before,
             "retries": len(self.hook.client.retries),  # requests retried by this task (503, 429, cut connections...)
             "seconds": round(time.monotonic() - started, 3),
@@ -460,7 +484,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         )
 
     def _split(
-        self, context: Any, start: datetime, end: datetime, output: QueryOutput, parser: CsvParser, depth: int
+        self, window: Window, start: datetime, end: datetime, output: QueryOutput, parser: CsvParser, depth: int
     ) -> tuple[int, list[str], int]:
         """Query [start, mid) and [mid, end) as separate jobs into the same output, halving again on timeout."""
         if depth > self.max_split_depth or (end - start) < timedelta(seconds=2):
@@ -472,7 +496,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         mid = mid.replace(microsecond=0)
         records, jobs, splits = 0, [], 1
         for lo, hi in ((start, mid), (mid, end)):
-            job = self.bulk.create_query_job(self._window_query(context, lo, hi), include_deleted=self.include_deleted)
+            job = self.bulk.create_query_job(self._window_query(window, lo, hi), include_deleted=self.include_deleted)
             jobs.append(job.id)
             self._running_job = job.id
             self.log.info("window [%s, %s) is job %s (split depth %d)", lo, hi, job.id, depth)
@@ -481,7 +505,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             except BulkJobError as exc:
                 if not exc.is_timeout:
                     raise
-                got, more, deeper = self._split(context, lo, hi, output, parser, depth + 1)
+                got, more, deeper = self._split(window, lo, hi, output, parser, depth + 1)
                 records, splits = records + got, splits + deeper
                 jobs += more
                 continue

@@ -13,7 +13,7 @@ from ..client.bulk2 import KINDS, Bulk2, JobInfo, job_link
 from ..client.errors import NotFoundError, SalesforceError
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
-from ..links import JOB_URL_XCOM_KEY, SalesforceJobLink
+from ..links import JOB_URL_ATTR, JOB_URL_XCOM_KEY, SalesforceJobLink, forget_job_link
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
 
 
@@ -65,6 +65,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.trigger_poll_interval = float(trigger_poll_interval)
         self.sfint_conn_id = sfint_conn_id
+        setattr(self, JOB_URL_ATTR, None)
 
     @cached_property
     def bulk(self) -> Bulk2:
@@ -73,15 +74,23 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
     def _check(self) -> None:
         if self.kind not in KINDS:
             raise AirflowFailException(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.job_id is None or str(self.job_id).strip() in ("", "None"):
+            raise AirflowFailException(
+                f"job_id is empty (got {self.job_id!r}): the value or template gave no job. To wait for the job "
+                "of an upstream Salesforce operator, pull what it pushes: "
+                "job_id=\"{{ ti.xcom_pull(task_ids='<upstream task>', key='sfint_job_id') }}\""
+            )
         if not str(self.job_id).isalnum():
-            raise AirflowFailException(f"job_id {self.job_id!r} is not a Bulk job id")
+            raise AirflowFailException(f"job_id {self.job_id!r} is not a Bulk job id (15 or 18 letters and digits)")
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         self._check()
-        ti = context.get("ti")
-        if ti is not None and not getattr(self, "_linked", False):
-            ti.xcom_push(key=JOB_URL_XCOM_KEY, value=job_link(self.bulk.client.login(), self.job_id))
-            self._linked = True
+        if getattr(self, JOB_URL_ATTR, None) is None:
+            url = job_link(self.bulk.client.login(), self.job_id)
+            setattr(self, JOB_URL_ATTR, url)
+            ti = context.get("ti")
+            if ti is not None:
+                ti.xcom_push(key=JOB_URL_XCOM_KEY, value=url)
         try:
             info = self.bulk.job_info(self.kind, self.job_id)
         except NotFoundError as exc:
@@ -113,6 +122,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
             raise SalesforceError(f"unexpected trigger event {event!r} for Bulk job {self.job_id}")
+        forget_job_link(self)
         if event["status"] == "success":
             return _summary(self.bulk.job_info(self.kind, str(self.job_id)))
         raise AirflowFailException(

@@ -22,7 +22,14 @@ def example(
     conn: str,  # noqa: F811
     airflow_db: None,
 ) -> Callable[..., Any]:
-    """Load an example DAG with SFINT_* settings for this test (they are read when the DAG is parsed)."""
+    """Load an example DAG with SFINT_* settings for this test (they are read when the DAG is parsed), with no
+    runs of it left from earlier tests: an incremental window starts where the previous successful run ended."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for run in session.query(DagRun).filter(DagRun.dag_id.in_([p.stem for p in EXAMPLES.glob("*.py")])):
+            session.delete(run)
     monkeypatch.setenv("SFINT_LAKE", f"file://{tmp_path / 'lake'}")
     monkeypatch.setenv("SFINT_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
     monkeypatch.setenv("SFINT_ERP_DROP", str(tmp_path / "erp"))

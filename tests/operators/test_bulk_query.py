@@ -326,8 +326,90 @@ def test_incremental_without_interval_names_the_setting(conn: str, tmp_path: Pat
     op = _op(conn, tmp_path / "x.parquet", incremental_field="SystemModstamp")
     context = make_context()
     context["data_interval_start"] = None
-    with pytest.raises(AirflowFailException, match="incremental_field='SystemModstamp'"):
+    with pytest.raises(AirflowFailException, match=r"incremental_field=.SystemModstamp.*initial_window_start"):
         op.execute(context)
+
+
+def _zero_length(day: datetime, previous: datetime | None = None) -> dict[str, Any]:
+    """The context Airflow 3's default timetable gives a '@daily' run: start == end == the logical date."""
+    context = make_context(start=day, end=day)
+    context["logical_date"] = day
+    context["prev_data_interval_end_success"] = previous
+    return context
+
+
+def test_zero_length_interval_continues_from_the_previous_successful_run(
+    conn: str, fresh_org: Admin, tmp_path: Path
+) -> None:
+    ids = fresh_org.load(
+        "Account",
+        [
+            {"Name": f"Zero {n}", "SystemModstamp": stamp}
+            for n, stamp in enumerate(
+                ["2020-03-01T10:00:00.000Z", "2026-06-01T10:00:00.000Z", "2026-06-03T00:00:00.000Z"]
+            )
+        ],
+    )
+    soql = "SELECT Id FROM Account WHERE Name LIKE 'Zero%'"
+    day = datetime(2026, 6, 3, tzinfo=UTC)
+
+    def run(name: str, context: dict[str, Any], **kw: Any) -> list[str]:
+        summary = _op(conn, tmp_path / name, soql=soql, incremental_field="SystemModstamp", **kw).execute(context)
+        assert summary["window"]["end"] == day.isoformat()
+        return sorted(pq.read_table(tmp_path / name).column("Id").to_pylist())
+
+    # The first run: no earlier success, so the history from initial_window_start up to the logical date.
+    assert run("first.parquet", _zero_length(day), initial_window_start="2000-01-01T00:00:00Z") == sorted(ids[:2])
+    # A later run (its previous success ended on June 1st) reads from there, initial_window_start unused.
+    later = _zero_length(day, previous=datetime(2026, 6, 1, tzinfo=UTC))
+    assert run("next.parquet", later, initial_window_start="2000-01-01T00:00:00Z") == [ids[1]]
+    assert run("same.parquet", later) == [ids[1]]
+    # A data interval that is not empty (CronDataIntervalTimetable) is used as it is.
+    interval = make_context(start=datetime(2026, 6, 2, tzinfo=UTC), end=day)
+    interval["prev_data_interval_end_success"] = datetime(2026, 6, 2, tzinfo=UTC)
+    assert run("interval.parquet", interval, initial_window_start="2000-01-01T00:00:00Z") == []
+    # A previous success at (or after) this logical date leaves nothing to load: said, not a silent empty file.
+    with pytest.raises(AirflowFailException, match=r"the window is empty.*previous successful run"):
+        run("empty.parquet", _zero_length(day, previous=day))
+
+
+def test_a_run_without_logical_date_ends_at_run_after(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    """A manual or asset-triggered run may have no logical date and no data interval: the window ends when the
+    run was due (run_after) and needs window_start or initial_window_start."""
+
+    class DagRun:
+        run_after = datetime(2026, 6, 3, 12, tzinfo=UTC)
+        logical_date = None
+
+    context = {"ti": make_context()["ti"], "dag_run": DagRun(), "task_state_store": None}
+    op = _op(conn, tmp_path / "m.parquet", incremental_field="SystemModstamp", initial_window_start="2026-06-03T00:00Z")
+    summary = op.execute(context)
+    assert summary["window"] == {
+        "start": "2026-06-03T00:00:00+00:00",
+        "end": "2026-06-03T12:00:00+00:00",
+        "source": "initial_window_start (first run)",
+    }
+    with pytest.raises(AirflowFailException, match="no earlier successful run"):
+        _op(conn, tmp_path / "n.parquet", incremental_field="SystemModstamp").execute(context)
+
+
+def test_a_split_window_keeps_the_window_override(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    """A history load (window_start before the interval) that times out is split on the window it queried, not
+    on the data interval: every record of the history arrives."""
+    total = len(fresh_org.records("Account", include_deleted=False))
+    fresh_org.set("bulk", query_timeout_rows=total // 3)
+    late = datetime(2099, 1, 1, tzinfo=UTC)
+    op = _op(
+        conn,
+        tmp_path / "history.parquet",
+        incremental_field="CreatedDate",
+        window_start="2000-01-01T00:00:00Z",
+        max_split_depth=10,
+    )
+    summary = op.execute(make_context(start=late, end=late + timedelta(days=1)))
+    assert summary["splits"] >= 1
+    ids = pq.read_table(tmp_path / "history.parquet").column("Id").to_pylist()
+    assert len(ids) == len(set(ids)) == total
 
 
 def test_include_deleted_reads_deleted_rows(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
