@@ -39,7 +39,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "client_id": {
                         "label": "Client id (consumer key)",
-                        "description": "The connected app's consumer key",
+                        "description": "The connected app's consumer key (starts with 3MVG)",
                         "schema": {"type": ["string", "null"]},
                     },
                     "client_secret": {
@@ -63,12 +63,6 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "For the refresh token flow",
                         "schema": {"type": ["string", "null"], "format": "password"},
                     },
-                    "login_url": {
-                        "label": "Login URL or domain",
-                        "description": "login, test, a My Domain URL (https://acme.my.salesforce.com) or the "
-                        "emulator's URL",
-                        "schema": {"type": ["string", "null"], "default": "login"},
-                    },
                     "instance_url": {
                         "label": "Instance URL",
                         "description": "Required for the access_token auth type; otherwise taken from the token "
@@ -77,7 +71,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "api_version": {
                         "label": "API version",
-                        "description": "Salesforce API version, e.g. 62.0",
+                        "description": "Salesforce API version, for example 62.0",
                         "schema": {"type": ["string", "null"], "default": "62.0"},
                     },
                     "connect_timeout": {
@@ -136,14 +130,17 @@ def get_provider_info() -> dict[str, Any]:
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "extra"],
-                    "relabeling": {"host": "Login URL (optional)", "login": "Username", "password": "Password"},
+                    "relabeling": {
+                        "host": "Login URL",
+                        "login": "Username",
+                        "password": "Password or access token",
+                    },
+                    # Airflow 3 renders placeholders for the standard fields only; the extra fields carry their
+                    # hints in their descriptions.
                     "placeholders": {
-                        "host": "https://login.salesforce.com",
-                        "login": "integration@acme.com",
-                        "password": "password + security token (password flow only)",
-                        "client_id": "3MVG9...",
-                        "login_url": "login | test | https://acme.my.salesforce.com",
-                        "api_version": "62.0",
+                        "host": "login | test | https://acme.my.salesforce.com (empty: login)",
+                        "login": "integration@acme.com (jwt_bearer and password flows)",
+                        "password": "password + security token (password flow), or the access token",
                     },
                 },
             }

@@ -37,6 +37,8 @@ def main() -> int:
         wait_for(f"{emulator_url}/services/data", emulator, "the emulator")
         env = airflow_env(home, emulator_url)
         env.pop("SFINT_START_DATE")  # scheduled runs start from the DAGs' own start date
+        # Task logs in the UI need INFO (progress, windows, summaries); the demo's quiet WARNING is for its console.
+        env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
         env.update(
             AIRFLOW__API__HOST="127.0.0.1",  # loopback only
             AIRFLOW__API__PORT=str(UI_PORT),

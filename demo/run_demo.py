@@ -28,7 +28,6 @@ BIN = Path(sys.executable).parent
 OUT = ROOT / ".demo"
 DEMO_ACCOUNTS = int(os.environ.get("SFINT_DEMO_ACCOUNTS", "40000"))  # x5 records across objects
 DAG_ID = "salesforce_to_warehouse"
-FULL_REFRESH = json.dumps({"full_refresh": True})
 
 
 def free_port() -> int:
@@ -81,7 +80,6 @@ def airflow_env(home: Path, emulator_url: str) -> dict[str, str]:
         "SFINT_LAKE": f"file://{OUT / 'lake'}",
         "SFINT_WAREHOUSE": str(OUT / "warehouse.duckdb"),
         "SFINT_ERP_DROP": f"file://{OUT / 'erp'}",
-        # The DAG's first interval ends today at midnight: it loads the org's whole history.
         "SFINT_START_DATE": (today - timedelta(days=1)).date().isoformat(),
         "SFINT_RETRIES": "0",
     }
@@ -144,12 +142,13 @@ def main() -> int:
             print("preparing a temporary Airflow home (SQLite)")
             subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
             today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            print(f"running {DAG_ID} (airflow dags test) for the interval ending {today:%Y-%m-%d %H:%M} UTC")
+            print(f"running {DAG_ID} (airflow dags test) for the scheduled run of {today:%Y-%m-%d %H:%M} UTC")
             log_path = OUT / "airflow-dags-test.log"
             with log_path.open("wb") as log:
                 result = subprocess.run(
-                    # full_refresh: the first load takes the org's whole history up to the interval's end.
-                    [str(BIN / "airflow"), "dags", "test", DAG_ID, today.isoformat(), "--conf", FULL_REFRESH],
+                    # The DAG's first run: its window starts at initial_window_start, so it loads the org's whole
+                    # history up to the logical date, as a new user's first scheduled run does.
+                    [str(BIN / "airflow"), "dags", "test", DAG_ID, today.isoformat()],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

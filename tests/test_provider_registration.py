@@ -37,7 +37,6 @@ def test_provider_info_shape() -> None:
         "private_key",
         "private_key_file",
         "refresh_token",
-        "login_url",
         "instance_url",
         "api_version",
         "connect_timeout",
@@ -49,6 +48,9 @@ def test_provider_info_shape() -> None:
     for secret in ("client_secret", "private_key", "refresh_token"):
         assert fields[secret]["schema"]["format"] == "password"
     assert set(conn["ui-field-behaviour"]) == {"hidden-fields", "relabeling", "placeholders"}
+    # One Login URL field (the host), and placeholders only where Airflow 3 renders them (standard fields).
+    assert "login_url" not in fields and conn["ui-field-behaviour"]["relabeling"]["host"] == "Login URL"
+    assert set(conn["ui-field-behaviour"]["placeholders"]) <= {"host", "login", "password", "schema", "port"}
     assert "hook-class-names" not in info
 
 

@@ -11,7 +11,6 @@ Outputs are written under temporary names next to their destination and renamed 
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import io
 import json
@@ -27,6 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from .errors import did_you_mean
 
 FORMATS = ("parquet", "csv", "jsonl")
 SUCCESS_MARKER = "_SUCCESS"
@@ -65,6 +66,11 @@ class Describer(Protocol):
     def __call__(self, obj: str) -> dict[str, Any]: ...
 
 
+class UnknownFieldError(ValueError):
+    """Query or input columns that name no field (or relationship) of the object; the message lists every one
+    of them, each with the closest names."""
+
+
 @dataclass
 class ColumnResolver:
     """Maps query columns (``Name``, ``Account.Owner.Name``) to describe fields, following relationships
@@ -89,24 +95,37 @@ class ColumnResolver:
             if depth == len(parts) - 1:
                 found = fields.get(part.lower())
                 if found is None:
-                    raise ValueError(f"{current} has no field {part!r} (column {column!r})")
+                    hint = did_you_mean(part, (str(f["name"]) for f in fields.values()))
+                    raise UnknownFieldError(f"{current} has no field {part!r} (column {column!r}){hint}")
                 names.append(str(found["name"]))
                 return ".".join(names), found
             rel = next(
                 (f for f in fields.values() if str(f.get("relationshipName") or "").lower() == part.lower()), None
             )
             if rel is None or not rel.get("referenceTo"):
-                raise ValueError(f"{current} has no relationship {part!r} (column {column!r})")
+                hint = did_you_mean(
+                    part, (str(f["relationshipName"]) for f in fields.values() if f.get("relationshipName"))
+                )
+                raise UnknownFieldError(f"{current} has no relationship {part!r} (column {column!r}){hint}")
             names.append(str(rel["relationshipName"]))
             current = str(rel["referenceTo"][0])
         raise ValueError(f"empty column name in {column!r}")  # pragma: no cover
 
     def schema(self, obj: str, columns: Iterable[str]) -> pa.Schema:
+        """The Arrow schema of ``columns``; every unknown column is reported at once."""
         out = []
+        unknown: list[str] = []
         for column in columns:
-            name, f = self.resolve(obj, column)
+            try:
+                name, f = self.resolve(obj, column)
+            except UnknownFieldError as exc:
+                unknown.append(str(exc))
+                continue
             meta = {b"salesforce_type": str(f.get("type", "")).encode()}
             out.append(pa.field(name, arrow_type(f), nullable=True, metadata=meta))
+        if unknown:
+            count = f"{len(unknown)} unknown columns: " if len(unknown) > 1 else ""
+            raise UnknownFieldError(count + "; ".join(unknown))
         names = [f.name.lower() for f in out]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -745,10 +764,11 @@ def plan_ingest(
         target = mapping.get(source, source)
         try:
             name, f = resolver.resolve(obj, target)
-        except ValueError:
-            close = difflib.get_close_matches(target, [str(x["name"]) for x in fields.values()], n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; map it with column_mapping or drop it"
-            problems.append(f"column {source!r}: {obj} has no field {target!r}{hint}")
+        except UnknownFieldError:
+            hint = did_you_mean(target, (str(x["name"]) for x in fields.values()))
+            problems.append(
+                f"column {source!r}: {obj} has no field {target!r}{hint or '; map it with column_mapping or drop it'}"
+            )
             continue
         if "." in name:
             rel = name.split(".")[0]

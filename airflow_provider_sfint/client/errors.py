@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 QUERY_ERROR_CODES = frozenset(
@@ -16,6 +18,13 @@ QUERY_ERROR_CODES = frozenset(
         "NUMBER_OUTSIDE_VALID_RANGE",
     }
 )
+
+
+def did_you_mean(word: str, names: Iterable[str]) -> str:
+    """``"; did you mean A, B?"`` with the names closest to ``word`` (case-insensitive), or ``""``."""
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(by_lower[c] for c in close)}?" if close else ""
 
 
 class SalesforceError(Exception):

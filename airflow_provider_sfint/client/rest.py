@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from .auth import ClientConfig
-from .errors import RecordValidationError, SalesforceError
+from .errors import RecordValidationError, SalesforceError, did_you_mean
 from .limits import ApiUsage, LimitValue, check_budget, parse_limits
 from .transport import ApiRequest, RetryEvent, Transport
 
@@ -177,8 +177,14 @@ class _Base:
 
     @property
     def api_calls(self) -> int:
-        """HTTP requests this client sent (token requests and retries included)."""
+        """Calls this client made that the org counts against its daily API allowance: every authenticated
+        request, retries included; sign-in (the OAuth token endpoint) is not counted by Salesforce."""
         return self.transport.calls
+
+    @property
+    def http_requests(self) -> int:
+        """Every HTTP request this client sent, sign-in included."""
+        return self.transport.requests
 
     def _describe_result(self, obj: str, response: httpx.Response) -> dict[str, Any]:
         key = obj.lower()
@@ -252,6 +258,18 @@ class SalesforceClient(_Base):
 
     def describe_global(self) -> dict[str, Any]:
         return dict(self.request("GET", "sobjects"))
+
+    def unknown_object(self, obj: str) -> str:
+        """Why ``obj`` cannot be described, with the closest object names the user can see (one describeGlobal
+        call, made only on this error path)."""
+        try:
+            names = [str(o["name"]) for o in self.describe_global().get("sobjects", [])]
+        except SalesforceError:
+            names = []
+        return (
+            f"object {obj!r} does not exist or is not visible to this user{did_you_mean(obj, names)} (check the API "
+            "name, with __c for custom objects, and the user's object permissions)"
+        )
 
     def create(self, obj: str, data: dict[str, Any]) -> str:
         """Insert one record; returns its id. Not retried after an ambiguous failure (no duplicates)."""

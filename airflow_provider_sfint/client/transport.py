@@ -151,7 +151,10 @@ class Transport:
         self._owns_async_client = async_client is None
         self.usage: ApiUsage | None = None
         self.retries: list[RetryEvent] = []
+        #: requests the org counts against its daily API allowance (authenticated ones: sign-in is not counted)
         self.calls = 0
+        #: every HTTP request sent, sign-in included
+        self.requests = 0
         #: turns a login the token endpoint refused for good into the caller's own error (the hook makes it
         #: Airflow's AirflowFailException, so a task with bad credentials is not retried)
         self.on_login_refused: Callable[[LoginRefusedError], BaseException] | None = None
@@ -268,7 +271,7 @@ class Transport:
         except httpx.HTTPError as exc:
             raise _transport_error(exc, request.method.upper(), built.url) from None
         with self._lock:
-            self.calls += 1
+            self._count(request)
         return self.check(request, response)
 
     def _fetch_token(self, token: TokenRequest) -> tuple[int, Any]:
@@ -277,6 +280,12 @@ class Transport:
             with attempt:
                 response = self._send_once(request, None)
         return response.status_code, _body(response)
+
+    def _count(self, request: ApiRequest) -> None:
+        """Called under the lock for each response received."""
+        self.requests += 1
+        if request.authenticated:
+            self.calls += 1
 
     def _refused(self, exc: LoginRefusedError) -> BaseException:
         return exc if self.on_login_refused is None else self.on_login_refused(exc)
@@ -321,7 +330,7 @@ class Transport:
                 raise _transport_error(exc, request.method.upper(), built.url) from None
             try:
                 with self._lock:
-                    self.calls += 1
+                    self._count(request)
                 if response.status_code >= 300:
                     try:
                         response.read()
@@ -357,7 +366,7 @@ class Transport:
         except httpx.HTTPError as exc:
             raise _transport_error(exc, request.method.upper(), built.url) from None
         with self._lock:
-            self.calls += 1
+            self._count(request)
         return self.check(request, response)
 
     async def _afetch_token(self, token: TokenRequest) -> tuple[int, Any]:

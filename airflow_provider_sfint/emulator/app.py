@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import html
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from urllib.parse import parse_qs
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import admin, bulk, composite, rest
@@ -39,7 +40,7 @@ from .clock import Clock, storage_datetime
 from .dml import Writer
 from .errors import ApiError, OAuthError
 from .faults import FaultRule, Faults
-from .ids import make_id
+from .ids import make_id, to18
 from .limits import Limits
 from .query import QueryEngine
 from .routing import JSON, VERSION_RE, Req, Resp, Router
@@ -233,6 +234,8 @@ class Emulator:
                 return await self._revoke(request)
             if path.startswith("/id/"):
                 return await self._identity(request)
+            if path == "/lightning/setup/AsyncApiJobStatus/page":
+                return self._job_page(request)
             if path.rstrip("/") == "/services/data":
                 self.count("GET versions")
                 return _json(200, rest.versions())
@@ -260,6 +263,13 @@ class Emulator:
         self.count("POST oauth2/token")
         if request.method != "POST":
             return _json(405, {"error": "invalid_request", "error_description": "must use HTTP POST"})
+        # A login server in trouble: only rules whose path names the token endpoint reach it, so rules for the
+        # whole API leave sign-in alone (Salesforce's login servers are not the org's instance).
+        for fault in self.faults.request_faults("POST", request.url.path, login=True):
+            if fault.kind == "latency":
+                await asyncio.sleep(fault.latency_ms / 1000)
+            elif fault.kind in ("503", "500"):
+                return _fault_response(fault)
         raw = (await request.body()).decode("utf-8", "replace")
         form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
         try:
@@ -287,6 +297,22 @@ class Emulator:
                 400, {"error": "unsupported_token_type", "error_description": "this token type is not supported"}
             )
         return Response(status_code=200)
+
+    def _job_page(self, request: Request) -> Response:
+        """Setup's Bulk Data Load Job page, reduced to the job's state (where operators' job links lead).
+
+        Real Setup asks for an interactive login first; the emulator shows the page to anyone on loopback.
+        """
+        job_id = request.query_params.get("address", "").strip("/")
+        job = self.bulk.jobs.get(to18(job_id) or job_id)
+        if job is None:
+            body = f"<h1>Bulk job {html.escape(job_id) or '?'}</h1><p>No such job in this emulated org.</p>"
+            return HTMLResponse(_page(body), status_code=404)
+        rows = "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in job.info().items()
+        )
+        kind = "Query" if job.kind == "query" else "Ingest"
+        return HTMLResponse(_page(f"<h1>Bulk API 2.0 {kind} job {html.escape(job.id)}</h1><table>{rows}</table>"))
 
     async def _identity(self, request: Request) -> Response:
         info = self.auth.check(_bearer(request))
@@ -460,6 +486,12 @@ def _bearer(request: Request) -> str | None:
     if scheme.lower() in ("bearer", "oauth") and token.strip():
         return token.strip()
     return request.headers.get("x-sfdc-session")
+
+
+def _page(body: str) -> str:
+    style = "body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:1em}"
+    head = f"<head><title>sfint emulator</title><style>{style}</style></head>"
+    return f"<!doctype html><html>{head}<body>{body}</body></html>"
 
 
 def _json(status: int, value: Any, headers: dict[str, str] | None = None) -> Response:

@@ -93,13 +93,18 @@ class Faults:
         rule.fired += 1
         return True
 
-    def request_faults(self, method: str, path: str) -> list[FaultRule]:
-        """The request-level faults that fire for this request (record-level ones excluded)."""
+    def request_faults(self, method: str, path: str, login: bool = False) -> list[FaultRule]:
+        """The request-level faults that fire for this request (record-level ones excluded); for the login
+        endpoint (``login``), only rules whose path pattern names ``oauth2``."""
         with self._lock:
             return [
                 r
                 for r in self.rules
-                if r.kind != "lock_row" and r.kind not in RESULT_KINDS and r.matches(method, path) and self._fire(r)
+                if r.kind != "lock_row"
+                and r.kind not in RESULT_KINDS
+                and (not login or "oauth2" in r.path)
+                and r.matches(method, path)
+                and self._fire(r)
             ]
 
     def lock_fault(self, method: str, path: str) -> bool:

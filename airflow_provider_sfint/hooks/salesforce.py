@@ -7,6 +7,7 @@ fail at once (``AirflowFailException``, so Airflow does not retry them) with the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import cached_property
 from pathlib import Path
@@ -36,8 +37,12 @@ def _connection_type() -> dict[str, Any]:
     return dict(get_provider_info()["connection-types"][0])
 
 
+#: Seconds test_connection waits for a TCP/TLS connection (the UI's Test button should answer promptly).
+TEST_CONNECT_TIMEOUT = 5.0
+
 #: The extra fields this provider reads: exactly the connection form's declared fields.
-EXTRA_FIELDS = frozenset(_connection_type()["conn-fields"])
+# login_url: the Login URL of connections defined before the form had one field (the host is that field now)
+EXTRA_FIELDS = frozenset(_connection_type()["conn-fields"]) | {"login_url"}
 
 
 def _mask(secret: str) -> None:
@@ -70,6 +75,20 @@ def _flag(extra: dict[str, Any], name: str, default: bool) -> bool:
     if text in ("false", "0", "no", "off"):
         return False
     raise ConfigurationError(name, f"{raw!r} is not true or false")
+
+
+def _login_url(host: str | None, legacy: Any) -> str:
+    """The connection's Login URL is its host field; ``login_url`` in the extra is still read for connections
+    defined as JSON or URI before the form had one field, and refused when it disagrees with the host."""
+    host_text = (host or "").strip()
+    extra_text = str(legacy or "").strip()
+    if host_text and extra_text and extra_text.rstrip("/") != host_text.rstrip("/") and extra_text != "login":
+        raise ConfigurationError(
+            "login_url",
+            f"the Login URL (host) is {host_text!r} but the extra login_url is {extra_text!r}: keep one, in the "
+            "Login URL field",
+        )
+    return host_text or extra_text or "login"
 
 
 def config_from_connection(
@@ -109,7 +128,7 @@ def config_from_connection(
     access_token = extra.get("access_token") or (password if auth_type == "access_token" else None)
     return ClientConfig(
         auth_type=auth_type,
-        login_url=str(extra.get("login_url") or host or "login"),
+        login_url=_login_url(host, extra.get("login_url")),
         client_id=extra.get("client_id") or None,
         client_secret=extra.get("client_secret") or None,
         username=login or None,
@@ -239,9 +258,16 @@ class SalesforceHook(BaseHook):
         return client
 
     def test_connection(self) -> tuple[bool, str]:
-        """Log in and read ``/limits`` (the cheapest counted call); never raises."""
+        """Log in and read ``/limits`` (the cheapest counted call); never raises.
+
+        One attempt per request and a short connect timeout: the UI's Test button answers within seconds
+        when the org is unreachable, with the URL and the reason, instead of after a task's retries.
+        """
         try:
-            client = SalesforceClient(self.config)
+            quick = dataclasses.replace(
+                self.config, max_attempts=1, connect_timeout=min(self.config.connect_timeout, TEST_CONNECT_TIMEOUT)
+            )
+            client = SalesforceClient(quick)
             try:
                 limits = client.limits()
                 api = limits.get("DailyApiRequests")

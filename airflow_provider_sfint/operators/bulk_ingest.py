@@ -219,10 +219,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
         except PreflightError as exc:
             raise AirflowFailException(str(exc)) from exc
         except NotFoundError:  # describe of the object itself: the first call plan_ingest makes
-            raise AirflowFailException(
-                f"object {self.object!r} does not exist or is not visible to this user (check the API name, "
-                "with __c for custom objects, and the user's object permissions); no job was created"
-            ) from None
+            raise AirflowFailException(f"{self.hook.client.unknown_object(self.object)}; no job was created") from None
 
     def _preflight(self, plan: IngestPlan) -> int:
         """First pass over the input: every value and key checked; raises before any job. Returns the rows."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -215,16 +214,9 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         try:
             return resolver.schema(obj, columns)
         except NotFoundError as exc:
-            raise AirflowFailException(f"soql: object {obj!r} does not exist or is not visible to this user") from exc
-        except ValueError as exc:
-            raise AirflowFailException(f"soql: {exc}{self._suggest(resolver, obj, str(exc))}") from exc
-
-    @staticmethod
-    def _suggest(resolver: ColumnResolver, obj: str, message: str) -> str:
-        word = message.split("'")[1] if "'" in message else ""
-        candidates = {str(f["name"]) for f in resolver.fields(obj).values()}
-        close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
-        return f"; did you mean {', '.join(close)}?" if close else ""
+            raise AirflowFailException(f"soql: {self.hook.client.unknown_object(obj)}") from exc
+        except ValueError as exc:  # every unknown column at once, each with the closest names
+            raise AirflowFailException(f"soql: {exc}") from exc
 
     def execute(self, context: Any) -> dict[str, Any]:
         self._started = time.monotonic()

@@ -18,6 +18,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from ..client.arrowio import NULL_POLICIES, iter_source
 from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
+from ..client.errors import NotFoundError, did_you_mean
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin
@@ -25,6 +26,8 @@ from ._settings import write_failed_rows
 from .bulk_ingest import SalesforceBulkIngestOperator
 
 DEDUPE_CHOICES = (None, "last")
+#: How many offending rows an input error names (the count says how many there are in all).
+SHOWN = 5
 
 
 def json_value(value: Any) -> Any:
@@ -154,26 +157,39 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
         return out
 
     def _prepare(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
-        """Payloads and their input row numbers; missing and repeated external ids fail before any call."""
+        """Payloads and their input row numbers; missing and repeated external ids fail before any call, summed
+        up (how many, and the first few rows) rather than listed row by row."""
         key = self.external_id_field
-        problems: list[str] = []
+        empty: list[int] = []
+        repeats: list[str] = []
         first: dict[str, int] = {}
         keep: dict[str, int] = {}
         for i, row in enumerate(rows):
             value = row.get(key)
             if value is None or (isinstance(value, str) and not value.strip()):
-                problems.append(f"row {i + 1}: {key} is empty")
+                empty.append(i + 1)
                 continue
             text = str(value).strip().lower()
             if text in first and self.dedupe is None:
-                problems.append(f"row {i + 1}: {key} {value!r} repeats row {first[text] + 1}")
+                repeats.append(f"row {i + 1} repeats {value!r} of row {first[text] + 1}")
             first.setdefault(text, i)
             keep[text] = i
+        problems: list[str] = []
+        if empty:
+            shown = ", ".join(str(n) for n in empty[:SHOWN])
+            problems.append(
+                f"{len(empty)} row(s) have no {key}; first {min(len(empty), SHOWN)}: rows {shown}. Give every record "
+                f"its {key}, or filter those rows out upstream"
+            )
+        if repeats:
+            problems.append(
+                f"{len(repeats)} row(s) repeat a {key} of an earlier row; first {min(len(repeats), SHOWN)}: "
+                f"{'; '.join(repeats[:SHOWN])}. Pass dedupe='last' to keep the last of each"
+            )
         if problems:
-            shown = "\n  - ".join(problems[:25])
-            hint = "" if self.dedupe else "; pass dedupe='last' to keep the last of each"
             raise AirflowFailException(
-                f"records for {self.object} cannot be upserted as they are (no call was made){hint}:\n  - {shown}"
+                f"records for {self.object} cannot be upserted by {key} as they are (no call was made): "
+                + " ".join(problems)
             )
         order = sorted(keep.values())
         return [self._payload(rows[i]) for i in order], order
@@ -206,9 +222,12 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
         rows = self._rows()
         payloads, row_numbers = self._prepare(rows)
         collections = Collections(client, self.max_concurrency)
-        results = collections.upsert(
-            self.object, self.external_id_field, payloads, all_or_none=self.all_or_none, batch_size=self.batch_size
-        )
+        try:
+            results = collections.upsert(
+                self.object, self.external_id_field, payloads, all_or_none=self.all_or_none, batch_size=self.batch_size
+            )
+        except NotFoundError as exc:  # the object (or its external id field) is unknown: nothing was written
+            raise AirflowFailException(f"{self._not_found(exc)}; no record was written") from exc
         transient = [r for r in results if r.transient]
         retried = len(transient)
         if transient:
@@ -261,6 +280,17 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
                 f"First: {first}"
             )
         return summary
+
+    def _not_found(self, exc: NotFoundError) -> str:
+        """What a 404 on the Collections upsert means: the object, or its external id field, is unknown."""
+        try:
+            fields = {str(f["name"]).lower() for f in self.hook.client.describe(self.object).get("fields", [])}
+        except NotFoundError:
+            return self.hook.client.unknown_object(self.object)
+        if self.external_id_field.lower() not in fields:
+            hint = did_you_mean(self.external_id_field, fields)
+            return f"{self.object} has no field {self.external_id_field!r} to upsert by{hint}"
+        return f"Salesforce answered 404 for the upsert into {self.object} by {self.external_id_field}: {exc}"
 
     def _write_failed(
         self, rows: list[dict[str, Any]], row_numbers: list[int], failed: list[RecordResult]

@@ -276,8 +276,18 @@ def test_bad_input_fails_before_any_job(conn: str, fresh_org: Admin, tmp_path: P
     jobs = fresh_org.counters()["bulk_jobs"]
     with pytest.raises(AirflowFailException, match=r"Account has no field 'Nmae'.*did you mean Name"):
         _op(conn, tmp_path / "x.parquet", soql="SELECT Id, Nmae FROM Account").execute(make_context())
-    with pytest.raises(AirflowFailException, match="'Acount'"):
+    with pytest.raises(AirflowFailException, match=r"object 'Acount' does not exist.*did you mean Account"):
         _op(conn, tmp_path / "x.parquet", soql="SELECT Id FROM Acount").execute(make_context())
+    # Every misspelled column at once, each with its closest names.
+    with pytest.raises(AirflowFailException) as caught:
+        _op(conn, tmp_path / "x.parquet", soql="SELECT Id, Nmae, Industy, Ownr.Name FROM Account").execute(
+            make_context()
+        )
+    message = str(caught.value)
+    assert message.startswith("soql: 3 unknown columns: ")
+    assert "Account has no field 'Nmae' (column 'Nmae'); did you mean Name" in message
+    assert "Account has no field 'Industy' (column 'Industy'); did you mean Industry" in message
+    assert "Account has no relationship 'Ownr' (column 'Ownr.Name'); did you mean Owner" in message
     with pytest.raises(AirflowFailException, match="aggregate"):
         _op(conn, tmp_path / "x.parquet", soql="SELECT COUNT(Id) FROM Account").execute(make_context())
     with pytest.raises(AirflowFailException, match="MALFORMED_QUERY"):

@@ -108,14 +108,34 @@ def test_no_duplicate_creates_when_calls_are_retried_after_503(conn: str, fresh_
 def test_duplicate_external_ids_are_refused_or_deduplicated(conn: str, fresh_org: Admin) -> None:
     records = [{"External_Id__c": "DUP-1", "Name": "first"}, {"External_Id__c": "dup-1", "Name": "last"}]
     fresh_org._call("POST", "counters/reset")
-    with pytest.raises(AirflowFailException, match=r"(?s)dedupe='last'.*row 2: External_Id__c 'dup-1' repeats row 1"):
+    with pytest.raises(AirflowFailException, match=r"row 2 repeats 'dup-1' of row 1\. Pass dedupe='last'"):
         _op(conn, records).execute(make_context())
     assert _api_calls(fresh_org) == 0
     summary = _op(conn, records, dedupe="last").execute(make_context())
     named = [r["Name"] for r in fresh_org.records("Account") if str(r.get("External_Id__c")).lower() == "dup-1"]
     assert summary["records"] == 1 and named == ["last"]
-    with pytest.raises(AirflowFailException, match="row 1: External_Id__c is empty"):
+    with pytest.raises(AirflowFailException, match=r"1 row\(s\) have no External_Id__c; first 1: rows 1\."):
         _op(conn, [{"Name": "no key"}]).execute(make_context())
+
+
+def test_rows_without_a_key_are_summed_up(conn: str, fresh_org: Admin) -> None:
+    """475 rows without an external id: one summary with the count and the first rows, and no suggestion to
+    dedupe, since no key repeats."""
+    records = [{"External_Id__c": None if i % 2 else f"K-{i}", "Name": f"N{i}"} for i in range(950)]
+    fresh_org._call("POST", "counters/reset")
+    with pytest.raises(AirflowFailException) as caught:
+        _op(conn, records).execute(make_context())
+    message = str(caught.value)
+    assert "475 row(s) have no External_Id__c; first 5: rows 2, 4, 6, 8, 10." in message
+    assert "dedupe" not in message and "row 12" not in message and _api_calls(fresh_org) == 0
+
+
+def test_an_unknown_object_is_named_and_not_retried(conn: str, fresh_org: Admin) -> None:
+    records = [{"External_Id__c": "U-1", "Name": "x"}]
+    with pytest.raises(AirflowFailException, match=r"object 'Acount' does not exist .*did you mean Account, Contact\?"):
+        _op(conn, records, object="Acount").execute(make_context())
+    with pytest.raises(AirflowFailException, match=r"Account has no field 'External_Id_c' to upsert by; did you mean"):
+        _op(conn, [{"External_Id_c": "U-1"}], external_id_field="External_Id_c").execute(make_context())
 
 
 def test_above_the_threshold_the_bulk_path_is_taken(conn: str, fresh_org: Admin) -> None:
