@@ -50,7 +50,7 @@ ERP_COLUMNS = {
 with DAG(
     dag_id="erp_orders_to_salesforce",
     description="ERP order CSV -> ERP_Order__c (upsert by external id, lookups by Account external id)",
-    schedule="@daily",
+    schedule="@daily",  # Airflow 3's default (trigger) timetable: one drop file per logical date, no interval needed
     start_date=START,
     catchup=False,
     default_args={"retries": RETRIES, "retry_delay": timedelta(minutes=1)},

@@ -90,10 +90,12 @@ def _local(url: str) -> str:
 with DAG(
     dag_id="salesforce_to_warehouse",
     description="Salesforce -> Parquet lake -> DuckDB warehouse -> account scores back to Salesforce",
+    # Airflow 3's default (trigger) timetable: zero-length data intervals; each extract's window runs from the
+    # previous successful run's logical date to this one's, so no interval is needed (docs/incremental.md).
     schedule="@daily",
     start_date=START,
     catchup=False,
-    max_active_runs=1,  # intervals merge into one warehouse in order
+    max_active_runs=1,  # windows follow each other, and merge into one warehouse, in order
     default_args={"retries": RETRIES, "retry_delay": RETRY_DELAY},
     params={
         "full_refresh": Param(False, type="boolean", description="reload the whole history in this run"),
