@@ -166,7 +166,9 @@ class SalesforceHook(BaseHook):
     # ``ui-field-behaviour`` from provider info. Both come from the one declaration in get_provider_info.
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return dict(_connection_type()["ui-field-behaviour"])
+        """The provider info's ``ui-field-behaviour`` in the hook method's spelling (``hidden_fields``), which
+        Airflow 3.1 validates against its schema (it dropped the form's labels and hints otherwise)."""
+        return {key.replace("-", "_"): value for key, value in _connection_type()["ui-field-behaviour"].items()}
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
