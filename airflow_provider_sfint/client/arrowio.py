@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .crashpoints import crash_point
 from .errors import did_you_mean
 
 FORMATS = ("parquet", "csv", "jsonl")
@@ -479,14 +480,33 @@ class QueryOutput:
 
     @staticmethod
     def check_writable(path: OutputPath, directory: bool) -> None:
-        """Create the location and write and remove a probe file there; raises with what to fix."""
+        """Write and remove a probe file where the output goes; raises naming the location and the real cause.
+
+        Only a local folder is created; on an object store nothing is created first (a misspelled bucket must
+        fail here, never be made), and the probe itself makes the prefix.
+        """
         folder = path if directory else path.parent
+        raw = getattr(path, "protocol", None) or "file"  # fsspec protocols may be a tuple of names
+        protocol = str(raw[0] if isinstance(raw, tuple | list) else raw)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            if protocol in ("file", "local"):
+                folder.mkdir(parents=True, exist_ok=True)
             probe = folder / f".sfint-probe-{uuid.uuid4().hex}"
             with probe.open("wb") as handle:
                 handle.write(b"probe")
             probe.unlink()
+        except ImportError as exc:
+            raise PermissionError(
+                f"output location {folder}: the filesystem for {protocol}:// is not installed ({exc}); for S3 install "
+                "apache-airflow-providers-amazon[s3fs], for GCS apache-airflow-providers-google (no Salesforce job "
+                "was created)"
+            ) from exc
+        except FileNotFoundError as exc:
+            where = "the bucket or container does not exist or is not visible" if protocol != "file" else "missing"
+            raise PermissionError(
+                f"output location {folder}: {where} ({type(exc).__name__}: {exc}); fix the path (buckets are never "
+                "created for you; no Salesforce job was created)"
+            ) from exc
         except Exception as exc:
             raise PermissionError(
                 f"output location {folder} is not writable ({type(exc).__name__}: {exc}); fix the path or its "
@@ -538,40 +558,63 @@ class QueryOutput:
         self._rows = 0
         return part
 
+    def final_name(self, part: Part) -> str:
+        """A committed part's name: unique to the job (``part-00003-<job>.parquet``), so a new version of the
+        dataset is written beside the live one and never over it."""
+        stem, _, suffix = part.name.rpartition(".")
+        return f"{stem}-{self.token}.{suffix}"
+
     def commit(self) -> list[str]:
-        """Close what is open and move everything to its final name; returns the committed paths."""
+        """Close what is open and put everything under its final name; returns the committed paths.
+
+        Safe to run again from any point where an earlier try stopped (a kill mid-commit, or after it):
+        a part already moved is not moved again, and nothing committed is deleted before the new version is
+        complete. For a directory, the ``_SUCCESS`` manifest, written last in one piece, is the switch from the
+        previous version to this one; the previous version's parts are deleted only after it. On object stores
+        (where a rename is a copy and a delete) readers that go through the manifest never see a mix.
+        """
         if self._writer is not None or not self.parts:
             if self._writer is None:
                 self._open()  # zero rows (or none since the last part): a valid file with the schema
             self._close_part()
         if not self.directory:
-            if self.path.exists():
-                self.path.unlink()
-            self.staging.rename(self.path)
+            if _exists(self.staging):
+                self.staging.rename(self.path)  # replaces the previous file in one step; never deleted first
+            elif not _exists(self.path):
+                raise FileNotFoundError(f"neither the staged output {self.staging} nor {self.path} exists")
             return [str(self.path)]
-        marker = self.path / SUCCESS_MARKER
-        if marker.exists():
-            marker.unlink()
-        suffix = f".{self.fmt}"
-        for old in self.path.iterdir():
-            if old.name.startswith("part-") and old.name.endswith(suffix):
-                old.unlink()
         committed = []
         for part in self.parts:
-            target = self.path / part.name
-            (self.staging / part.name).rename(target)
+            staged, target = self.staging / part.name, self.path / self.final_name(part)
+            if _exists(staged):
+                if _exists(target):  # an earlier try copied it and was stopped before removing the source
+                    staged.unlink()
+                else:
+                    staged.rename(target)
+                    crash_point("commit.part_moved")
+            elif not _exists(target):
+                raise FileNotFoundError(
+                    f"part {part.name} of job {self.token} is neither staged in {self.staging} nor committed as "
+                    f"{target}: the output cannot be completed; clear the task to run the query again"
+                )
             committed.append(str(target))
         manifest = {
-            "files": [p.as_dict() for p in self.parts],
+            "files": [{**p.as_dict(), "name": self.final_name(p)} for p in self.parts],
             "rows": self.rows_written,
             "format": self.fmt,
+            "job": self.token,
             "schema": [{"name": f.name, "type": str(f.type)} for f in self.schema],
         }
-        with marker.open("wb") as handle:
+        marker = self.path / SUCCESS_MARKER
+        with marker.open("wb") as handle:  # one object, written whole: the switch to this version
             handle.write(json.dumps(manifest, indent=1).encode())
-        for leftover in self.path.iterdir():  # ours, and any an abandoned earlier try left behind
-            if leftover.name.startswith(STAGING_PREFIX):
-                _remove_tree(leftover)
+        crash_point("commit.manifest_written")
+        current = {self.final_name(p) for p in self.parts}
+        suffix = f".{self.fmt}"
+        for old in self.path.iterdir():  # the previous version's parts, and abandoned tries' staging
+            previous = old.name.startswith("part-") and old.name.endswith(suffix) and old.name not in current
+            if previous or old.name.startswith(STAGING_PREFIX):
+                _remove_tree(old)
         return committed
 
     def discard(self) -> None:
@@ -587,15 +630,25 @@ class QueryOutput:
         self.parts = []
 
 
-def _remove_tree(path: Any) -> None:
+def _exists(path: Any) -> bool:
     try:
-        if not path.exists():
-            return
+        return bool(path.exists())
+    except FileNotFoundError:
+        return False
+
+
+def _remove_tree(path: Any) -> None:
+    """Remove a file or a folder with everything in it. Tolerates object stores, where a "folder" vanishes with
+    its last object (so it may be gone, or never have existed as such, by the time it is removed)."""
+    try:
         if path.is_dir():
-            for child in path.iterdir():
+            for child in list(path.iterdir()):
                 _remove_tree(child)
-            path.rmdir()
-        else:
+            try:
+                path.rmdir()
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+        elif _exists(path):
             path.unlink()
     except FileNotFoundError:
         pass

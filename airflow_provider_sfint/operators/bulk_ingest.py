@@ -42,6 +42,7 @@ from ..client.bulk2 import (
     job_link,
     parse_row_error,
 )
+from ..client.crashpoints import crash_point
 from ..client.errors import NotFoundError, SalesforceError
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
@@ -49,6 +50,7 @@ from ..lineage import LineageMixin, file_dataset, salesforce_dataset
 from ..links import JOB_URL_ATTR, SalesforceJobLink, announce_job, forget_job_link
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
 from ._settings import check_waiting, write_failed_rows
+from ._state import start_execution
 
 STATE_KEY = "sfint_bulk_ingest"
 HARD_CAP_BYTES = 150_000_000 * 3 // 4  # 150 MB after base64
@@ -371,7 +373,9 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                 assignment_rule_id=self.assignment_rule_id,
             )
             job_id = job.id
+            crash_point("ingest.job_created")
             self._record(part.index, job=job_id, rows=part.rows, digest=part.digest)
+            crash_point("ingest.job_recorded")
             if part.index == 0:
                 announce_job(self, context, job_link(self.hook.client.login(), job_id), job_id)
             state = "Open"
@@ -385,7 +389,9 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                 if not fresh:
                     self.log.info("job %s already held this part's data (an earlier try uploaded it)", job_id)
                 self._record(part.index, uploaded=True)
+                crash_point("ingest.upload_recorded")
             self.bulk.close(job_id)
+            crash_point("ingest.job_closed")
             self._last_close = time.monotonic()
             self._record(part.index, closed=True)
         elif state in ("Failed", "Aborted"):
@@ -408,6 +414,15 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                 "deferrable=True needs a path source (the worker that resumes re-reads it); pass the data as "
                 "Parquet/CSV/JSONL on an ObjectStoragePath, or set deferrable=False for a DataFrame"
             )
+        store = start_execution(context, self.retries, (STATE_KEY,), self.log)
+        saved = store.get(STATE_KEY) if store is not None else None
+        if isinstance(saved, dict) and isinstance(saved.get("complete"), dict):
+            self.log.info(
+                "an earlier try of this run loaded every part (jobs %s) and its success was not recorded: returning "
+                "its summary, nothing is loaded again",
+                ", ".join(self._job_ids(saved)),
+            )
+            return dict(saved["complete"])
         if self.min_remaining_api_percent is not None:
             self.hook.client.check_budget(self.min_remaining_api_percent, purpose=f"task {self.task_id}")
         return self._run(context, resumed=False)
@@ -579,8 +594,6 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
             "seconds": round(time.monotonic() - getattr(self, "_started", time.monotonic()), 3),
             "upload_seconds": round(getattr(self, "_last_close", self._run_started) - self._run_started, 3),
         }
-        if self._store is not None:
-            self._store.delete(STATE_KEY)
         self.log.info("Bulk %s of %s: %s", self.operation, self.object, summary)
         source_schema = getattr(self, "_source_schema", None)
         self._record_lineage(
@@ -599,6 +612,11 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                 f"max_failed_records={self.max_failed_records} / max_failed_ratio={self.max_failed_ratio}{where}. "
                 f"First errors: {first}"
             )
+        if self._store is not None:  # until the next run of the task: a retry after this point returns it
+            with self._lock:
+                self._state["complete"] = summary
+                self._store.set(STATE_KEY, self._state)
+            crash_point("ingest.summary_recorded")
         return summary
 
     def _retry(self, rows: pa.Table, folder: str, context: Any) -> tuple[pa.Table | None, list[str]]:

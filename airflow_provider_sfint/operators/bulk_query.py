@@ -12,6 +12,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath,
 
 from ..client.arrowio import FORMATS, ColumnResolver, CsvParser, QueryOutput
 from ..client.bulk2 import Bulk2, BulkJobError, JobInfo, job_link
+from ..client.crashpoints import crash_point
 from ..client.errors import NotFoundError, QueryError, SalesforceError
 from ..client.soql import add_window, query_shape
 from ..compat import AirflowFailException
@@ -20,10 +21,17 @@ from ..lineage import LineageMixin, file_dataset, salesforce_dataset
 from ..links import JOB_URL_ATTR, SalesforceJobLink, announce_job, forget_job_link
 from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
 from ._settings import check_waiting
+from ._state import start_execution
 from ._window import Window, resolve_window
 
 PROGRESS_EVERY = 10.0
 PROGRESS_KEY = "sfint_bulk_query_progress"
+#: What the stored job was created for (query with its window, output, format): a retry re-attaches only to a
+#: job created for the same.
+SPEC_KEY = "sfint_bulk_query_spec"
+#: The summary of a committed output, kept until the next run of the task (a retry after a kill that came after
+#: the commit returns it and touches nothing).
+COMPLETE_KEY = "sfint_bulk_query_complete"
 MAX_PAGE_SIZE = 1_000_000
 
 
@@ -57,6 +65,9 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     :param parallel_pages: result pages fetched at once (``resultPages``), default 4
     :param typed: type columns from describe (default); False writes every column as text
     :param part_size: rows per part file in a directory output (default 1,000,000)
+    :param directory: write a directory of part files (True) or one file (False); None (default) decides by a
+        trailing ``/`` on ``output`` or a ``part_size``. Say it for an ``ObjectStoragePath`` object, whose text
+        form drops the trailing ``/``
     :param delete_job_on_success: delete the job (and its stored results) after the output is committed
     :param poll_interval: first delay between job status checks, seconds (grows to 30 s)
     :param timeout: give up waiting for the job after this many seconds (None: as long as the job lives)
@@ -97,6 +108,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         parallel_pages: int = 4,
         typed: bool = True,
         part_size: int | None = None,
+        directory: bool | None = None,
         delete_job_on_success: bool = False,
         poll_interval: float = 2.0,
         timeout: float | None = None,
@@ -113,6 +125,8 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             raise ValueError(f"parallel_pages must be between 1 and 32, got {parallel_pages}")
         if part_size is not None and int(part_size) < 1:
             raise ValueError(f"part_size must be a positive number of rows, got {part_size}")
+        if directory is False and part_size is not None:
+            raise ValueError("part_size splits a directory output into parts; it cannot go with directory=False")
         check_waiting(poll_interval, timeout, min_remaining_api_percent)
         if not 0 <= int(max_split_depth) <= 10:
             raise ValueError(f"max_split_depth must be between 0 and 10, got {max_split_depth}")
@@ -129,6 +143,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         self.parallel_pages = int(parallel_pages)
         self.typed = typed
         self.part_size = part_size
+        self.directory = directory
         self.delete_job_on_success = delete_job_on_success
         self.poll_interval = float(poll_interval)
         self.timeout = None if timeout is None else float(timeout)
@@ -152,6 +167,8 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
 
     @property
     def _directory(self) -> bool:
+        if self.directory is not None:
+            return bool(self.directory)
         return str(self.destination).endswith("/") or self.part_size is not None
 
     def _output_path(self) -> Any:
@@ -237,12 +254,42 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         if self.min_remaining_api_percent is not None:
             self.hook.client.check_budget(self.min_remaining_api_percent, purpose=f"task {self.task_id}")
         self._schema(soql)  # unknown objects and fields fail here, before a job exists
-        return dict(self.execute_resumable(context))
+        keys = (self.external_id_key, PROGRESS_KEY, SPEC_KEY, COMPLETE_KEY)
+        store = start_execution(context, self.retries, keys, self.log)
+        if store is not None:
+            spec = self._spec(soql)
+            done = store.get(COMPLETE_KEY)
+            if isinstance(done, dict) and done.get("spec") == spec:
+                self.log.info(
+                    "an earlier try of this run committed the output of job %s (its success was not recorded): "
+                    "returning its summary, nothing is queried or written again",
+                    done["summary"].get("job_id"),
+                )
+                return dict(done["summary"])
+            if store.get(self.external_id_key) and store.get(SPEC_KEY) != spec:
+                self.log.info("the saved job was created for another query, window or output: creating a new one")
+                for key in keys:
+                    store.delete(key)
+        result = self.execute_resumable(context)
+        if result is None and self._running_job:  # Airflow 3.3 returns nothing after re-attaching to a running job
+            result = self._collect(context, self._running_job)
+        return dict(result)
+
+    def _spec(self, soql: str) -> dict[str, Any]:
+        return {
+            "soql": soql,
+            "include_deleted": bool(self.include_deleted),
+            "output": str(self.destination),
+            "format": self.format,
+            "directory": self._directory,
+            "typed": bool(self.typed),
+        }
 
     # --- ResumableJobMixin ------------------------------------------------------------------------
 
     def submit_job(self, context: Any) -> str:
         soql = self._window_query(self._window(context))
+        store = context.get("task_state_store")
         try:
             job = self.bulk.create_query_job(soql, include_deleted=self.include_deleted)
         except QueryError as exc:
@@ -254,6 +301,9 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
                     "OFFSET, TYPEOF, FIELDS() and parent-to-child subqueries"
                 ) from exc
             raise
+        crash_point("query.job_created")
+        if store is not None:
+            store.set(SPEC_KEY, self._spec(soql))
         self._announce(context, job.id)
         return job.id
 
@@ -276,6 +326,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
 
     def poll_until_complete(self, external_id: Any, context: Any) -> None:
         job_id = str(external_id)
+        crash_point("query.job_recorded")
         self._running_job = job_id
         setattr(self, JOB_URL_ATTR, job_link(self.hook.client.login(), job_id))  # also when re-attached
         if self.deferrable:
@@ -386,13 +437,13 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
                 jobs += more_jobs
             else:
                 raise job.error()
+            crash_point("query.downloaded")
             files = output.commit()
+            crash_point("query.output_committed")
         except BaseException:
             if not self._directory:
                 output.discard()  # a single file cannot be resumed: leave nothing behind
             raise
-        if store is not None:
-            store.delete(PROGRESS_KEY)
         if self.delete_job_on_success:
             for j in jobs:
                 self.bulk.delete("query", j)
@@ -419,6 +470,10 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             summary["api_calls"],
             summary["seconds"],
         )
+        if store is not None:  # until the next run of the task: a retry after this point returns the summary
+            store.set(COMPLETE_KEY, {"spec": self._spec(soql), "summary": summary})
+            store.delete(PROGRESS_KEY)
+            crash_point("query.summary_recorded")
         self._running_job = None
         self._record_lineage(
             [
@@ -456,6 +511,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
                     "next_locator": page.next_locator,
                 }
                 store.set(PROGRESS_KEY, state)
+                crash_point("query.part_recorded")
             now = time.monotonic()
             if now - last_log >= PROGRESS_EVERY:
                 last_log = now

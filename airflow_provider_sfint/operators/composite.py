@@ -212,6 +212,7 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
                 failed_output=self.failed_output,
                 max_failed_records=self.max_failed_records,
                 max_failed_ratio=self.max_failed_ratio,
+                retries=self.retries,  # tells a retry from a new run of this task (its saved progress)
                 sfint_conn_id=self.sfint_conn_id,
             )
             summary = bulk.execute(context)

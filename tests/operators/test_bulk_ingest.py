@@ -163,7 +163,27 @@ def test_a_crash_then_a_retry_loads_each_row_once(
     )
     names = [r["Name"] for r in fresh_org.records("Account") if str(r["Name"]).startswith(f"Once {crash_after} ")]
     assert len(names) == len(set(names)) == 500
-    assert summary["succeeded"] == 500 and store.get(STATE_KEY) is None
+    assert summary["succeeded"] == 500 and store.get(STATE_KEY)["complete"] == summary
+
+
+def test_a_kill_after_the_work_before_success_is_recorded_loads_nothing_again(
+    conn: str, fresh_org: Admin, tmp_path: Path
+) -> None:
+    """Killed after every job completed but before Airflow recorded success: the retry returns the same summary
+    and creates no job; only a new run of the task (its first try) starts afresh."""
+    rows = pa.table({"Name": [f"Done {i}" for i in range(300)]})
+    store = StateStore()
+    first = _op(conn, rows, operation="insert").execute(make_context(store))
+    jobs = fresh_org.counters()["bulk_jobs"]
+    retry = make_context(store)
+    retry["ti"].try_number, retry["ti"].max_tries = 2, 1  # the retry of a task with retries=1
+    again = _op(conn, rows, operation="insert", retries=1).execute(retry)
+    assert again == first and fresh_org.counters()["bulk_jobs"] == jobs
+    assert len([r for r in fresh_org.records("Account") if str(r["Name"]).startswith("Done ")]) == 300
+    rerun = make_context(store)
+    rerun["ti"].try_number, rerun["ti"].max_tries = 3, 3  # cleared after that success: max_tries = 2 + retries
+    fresh = _op(conn, rows, operation="insert", retries=1).execute(rerun)
+    assert fresh["jobs"] != first["jobs"] and fresh_org.counters()["bulk_jobs"] == jobs + 1
 
 
 def test_kill_aborts_running_jobs(conn: str, fresh_org: Admin) -> None:

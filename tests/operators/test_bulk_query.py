@@ -440,3 +440,20 @@ def test_delete_job_on_success_and_link(conn: str, fresh_org: Admin, tmp_path: P
     assert fresh_org.counters()["bulk_jobs"] == 0
     first = json.loads(io.StringIO((tmp_path / "x.jsonl").read_text()).readline())
     assert list(first) == COLUMNS
+
+
+def test_directory_is_explicit_for_an_object_storage_path(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    """``str(ObjectStoragePath(".../dir/"))`` loses the trailing slash; ``directory=True`` says what is meant."""
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    target = ObjectStoragePath(f"file://{tmp_path}/lake/accounts/")
+    summary = SalesforceBulkQueryOperator(
+        task_id="q", soql="SELECT Id FROM Account", output=target, directory=True, sfint_conn_id=conn
+    ).execute(make_context())
+    manifest = json.loads((tmp_path / "lake" / "accounts" / "_SUCCESS").read_text())
+    assert [Path(f).name for f in summary["files"]] == [f["name"] for f in manifest["files"]]
+    assert manifest["rows"] == len(fresh_org.records("Account", include_deleted=False))
+    with pytest.raises(ValueError, match="cannot go with directory=False"):
+        SalesforceBulkQueryOperator(
+            task_id="q2", soql="SELECT Id FROM Account", output=target, directory=False, part_size=5
+        )
