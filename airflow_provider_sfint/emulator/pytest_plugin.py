@@ -150,21 +150,21 @@ def _server(config: pytest.Config, tls: bool, cert_dir: Path) -> EmulatorServer:
 
 if ENABLED:
 
-    @pytest.fixture(scope="session")
-    def sfint_emulator(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-        """The emulated org over plain HTTP on a free loopback port, for the whole session."""
-        server = _server(pytestconfig, False, tmp_path_factory.mktemp("sfint"))
+    def _serving(config: pytest.Config, tls: bool, factory: pytest.TempPathFactory) -> Iterator[Any]:
+        server = _server(config, tls, factory.mktemp("sfint-tls" if tls else "sfint"))
         with server:
             yield server
         server.emulator.close()
 
     @pytest.fixture(scope="session")
+    def sfint_emulator(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+        """The emulated org over plain HTTP on a free loopback port, for the whole session."""
+        yield from _serving(pytestconfig, False, tmp_path_factory)
+
+    @pytest.fixture(scope="session")
     def sfint_emulator_tls(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         """The emulated org over HTTPS (a self-signed certificate at ``.cert_path``), for the whole session."""
-        server = _server(pytestconfig, True, tmp_path_factory.mktemp("sfint-tls"))
-        with server:
-            yield server
-        server.emulator.close()
+        yield from _serving(pytestconfig, True, tmp_path_factory)
 
     @pytest.fixture()
     def sfint_org(sfint_emulator: Any, pytestconfig: pytest.Config) -> Iterator[EmulatedOrg]:
