@@ -237,6 +237,8 @@ class Session:
     instance_url: str
     generation: int = 0
     issued_at: float = 0.0
+    #: the signed-in user's id, from the token response's identity URL (None for a pre-issued token)
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -321,7 +323,9 @@ def parse_token_response(config: ClientConfig, status: int, body: Any, generatio
             path="/services/oauth2/token",
         )
     instance = check_url(str(body.get("instance_url", "")), allowed_hosts=config.allowed_hosts)
-    return Session(str(body["access_token"]), instance, generation, time.time())
+    identity = str(body.get("id") or "")
+    user_id = identity.rstrip("/").rsplit("/", 1)[-1] if "/id/" in identity else None
+    return Session(str(body["access_token"]), instance, generation, time.time(), user_id)
 
 
 class SessionManager:

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from queue import Full, Queue
 from typing import Any, TypeVar
 
@@ -188,6 +189,18 @@ def poll_delays(start: float = POLL_START, cap: float = POLL_CAP, factor: float 
         delay = min(cap, delay * factor)
 
 
+def _parse_datetime(text: str) -> datetime | None:
+    """Salesforce's ``2026-11-30T08:00:00.000+0000`` (or ``Z``) as an aware datetime; None when unreadable."""
+    value = text.strip().replace("Z", "+00:00")
+    if len(value) > 5 and value[-5] in "+-" and value[-3] != ":":
+        value = f"{value[:-2]}:{value[-2:]}"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
 def job_link(instance_url: str, job_id: str) -> str:
     """The job's page in Setup (Bulk Data Load Jobs)."""
     return f"{instance_url.rstrip('/')}/lightning/setup/AsyncApiJobStatus/page?address=%2F{job_id}"
@@ -276,6 +289,27 @@ class Bulk2:
     def create_query_job(self, soql: str, *, include_deleted: bool = False) -> JobInfo:
         """Create a query job. Salesforce rejects bad SOQL here (400) or fails the job later; both raise."""
         return JobInfo.parse("query", self._send(create_query_request(self.config, soql, include_deleted)).json())
+
+    def jobs_created_since(self, kind: str, obj: str, operation: str, since: datetime, user_id: str) -> list[JobInfo]:
+        """The ``kind`` jobs on ``obj`` with ``operation`` that ``user_id`` created at or after ``since``, oldest
+        first (every page of the job list; used to find a job whose creation answer was lost)."""
+        found: list[JobInfo] = []
+        path: str | None = jobs_path(self.config, kind)
+        while path:
+            page = self.client.request("GET", path)
+            for record in page.get("records") or []:
+                job = JobInfo.parse(kind, record)
+                created = _parse_datetime(str(record.get("createdDate") or ""))
+                if (
+                    job.object.lower() == obj.lower()
+                    and job.operation == operation
+                    and record.get("createdById") == user_id
+                    and created is not None
+                    and created >= since
+                ):
+                    found.append(job)
+            path = None if page.get("done", True) else page.get("nextRecordsUrl")
+        return sorted(found, key=lambda j: str(j.raw.get("createdDate")))
 
     def job_info(self, kind: str, job_id: str) -> JobInfo:
         return JobInfo.parse(kind, self._send(job_info_request(self.config, kind, job_id)).json())

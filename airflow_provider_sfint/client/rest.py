@@ -226,6 +226,10 @@ class SalesforceClient(_Base):
         """Authenticate now (rather than on the first call); returns the instance URL."""
         return self.transport.session().instance_url
 
+    def user_id(self) -> str | None:
+        """The signed-in user's id (from the token response's identity URL); None for a pre-issued token."""
+        return self.transport.session().user_id
+
     def query_pages(
         self, soql: str, *, include_deleted: bool = False, batch_size: int | None = None
     ) -> Iterator[QueryPage]:

@@ -10,6 +10,7 @@ import time
 from array import array
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -43,7 +44,7 @@ from ..client.bulk2 import (
     parse_row_error,
 )
 from ..client.crashpoints import crash_point
-from ..client.errors import NotFoundError, SalesforceError
+from ..client.errors import NotFoundError, SalesforceError, TransportError
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin, file_dataset, salesforce_dataset
@@ -53,6 +54,8 @@ from ._settings import check_waiting, write_failed_rows
 from ._state import start_execution
 
 STATE_KEY = "sfint_bulk_ingest"
+#: How far before a recorded intent a job may carry its creation time (the org's clock against ours).
+CLOCK_MARGIN = timedelta(minutes=2)
 HARD_CAP_BYTES = 150_000_000 * 3 // 4  # 150 MB after base64
 
 
@@ -160,6 +163,9 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
         self._state: dict[str, Any] = {}
         self._store: Any = None
         self._lock = threading.Lock()
+        self._adopt_lock = threading.Lock()
+        self._adopted: list[str] = []
+        self._left_open: list[str] = []
 
     @cached_property
     def hook(self) -> SalesforceHook:
@@ -345,7 +351,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
 
     @staticmethod
     def _job_ids(state: dict[str, Any]) -> list[str]:
-        return [p["job"] for p in state.get("parts", {}).values()]
+        return [p["job"] for p in state.get("parts", {}).values() if p.get("job")]
 
     def _record(self, index: int, **values: Any) -> None:
         with self._lock:
@@ -366,16 +372,8 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                 "already be loaded. Check them in Salesforce, then clear the task's state to start afresh"
             )
         if job_id is None:
-            job = self.bulk.create_ingest_job(
-                self.object,
-                self.operation,
-                external_id_field=self.external_id_field if self.operation == "upsert" else None,
-                assignment_rule_id=self.assignment_rule_id,
-            )
-            job_id = job.id
-            crash_point("ingest.job_created")
-            self._record(part.index, job=job_id, rows=part.rows, digest=part.digest)
-            crash_point("ingest.job_recorded")
+            job_id = self._create_job(part)
+            entry = self._state["parts"][str(part.index)]
             if part.index == 0:
                 announce_job(self, context, job_link(self.hook.client.login(), job_id), job_id)
             state = "Open"
@@ -386,6 +384,11 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
         if state == "Open":
             if not entry.get("uploaded"):
                 fresh = self.bulk.upload(job_id, part.path)
+                if not fresh and entry.get("adopted"):
+                    raise AirflowFailException(
+                        f"job {job_id}, adopted for part {part.index} as one an earlier try created, already held "
+                        "data: it was another client's. Nothing of this part was sent; retry the task"
+                    )
                 if not fresh:
                     self.log.info("job %s already held this part's data (an earlier try uploaded it)", job_id)
                 self._record(part.index, uploaded=True)
@@ -399,6 +402,77 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                 f"job {job_id} for part {part.index} is {state}; its rows were not loaded", job_id=job_id, state=state
             )
         return str(job_id)
+
+    def _create_job(self, part: UploadPart) -> str:
+        """Create the part's job, recording the intent first: a kill (or a lost answer) between the create and
+        the record leaves a job that the retry finds and adopts, instead of an Open job nobody closes."""
+        intent = datetime.now(UTC).isoformat()
+        self._record(part.index, intent=intent, rows=part.rows, digest=part.digest)
+        try:
+            job = self.bulk.create_ingest_job(
+                self.object,
+                self.operation,
+                external_id_field=self.external_id_field if self.operation == "upsert" else None,
+                assignment_rule_id=self.assignment_rule_id,
+            )
+        except TransportError as exc:
+            if not exc.sent:
+                raise
+            with self._adopt_lock:  # the request may have created the job before its answer was lost
+                self._adopt()
+            adopted = self._state["parts"][str(part.index)].get("job")
+            if adopted is None:
+                raise
+            return str(adopted)
+        crash_point("ingest.job_created")
+        self._record(part.index, job=job.id)
+        crash_point("ingest.job_recorded")
+        return job.id
+
+    def _adopt(self) -> None:
+        """Jobs an earlier try created but never recorded (killed between the two, or the create's answer lost):
+        Open jobs on this object with this operation that this user created since the earliest unrecorded
+        intent. While there are no more of them than parts waiting for one, they are this task's, and
+        interchangeable (Open, empty, same object, operation and key): each waiting part adopts one. More of
+        them means another client made some too: none is touched, and they are reported."""
+        waiting = sorted((int(i), e) for i, e in self._state["parts"].items() if e.get("intent") and not e.get("job"))
+        if not waiting:
+            return
+        user = self.hook.client.user_id()
+        if user is None:
+            self.log.warning("cannot look for jobs an earlier try created: the session has no user id")
+            return
+        since = min(datetime.fromisoformat(e["intent"]) for _, e in waiting) - CLOCK_MARGIN
+        known = set(self._job_ids(self._state))
+        key = self.external_id_field if self.operation == "upsert" else None
+        found = [
+            j
+            for j in self.bulk.jobs_created_since("ingest", self.object, self.operation, since, user)
+            if j.state == "Open" and j.id not in known and self._external_id_of(j) == key
+        ]
+        if len(found) > len(waiting):
+            self._left_open = [j.id for j in found]
+            self.log.warning(
+                "%d Open %s %s job(s) were created since an earlier try lost track of %d: it cannot tell which are "
+                "its own, so it leaves them as they are: %s",
+                len(found),
+                self.operation,
+                self.object,
+                len(waiting),
+                ", ".join(self._left_open),
+            )
+            return
+        for (index, _), job in zip(waiting, found, strict=False):
+            self._record(index, job=job.id, adopted=True)
+            self._adopted.append(job.id)
+            self.log.info("part %d: adopting job %s, which an earlier try created but could not record", index, job.id)
+
+    def _external_id_of(self, job: JobInfo) -> str | None:
+        """The job's external id field (job lists may leave it out: then its full info is read)."""
+        if self.operation != "upsert":
+            return None
+        raw = job.raw if "externalIdFieldName" in job.raw else self.bulk.job_info("ingest", job.id).raw
+        return raw.get("externalIdFieldName") or None
 
     def _wait(self, job_id: str) -> JobInfo:
         try:
@@ -446,6 +520,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
             plan = self._plan()
             rows = self._preflight(plan)
             self._load_state(context)
+            self._adopt()
             self.log.info(
                 "%d rows checked; %s %s in parts of at most %.1f MB, %d job(s) at a time",
                 rows,
@@ -587,6 +662,8 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
             "succeeded": rows - failed_count,
             "failed": failed_count,
             "retried": retried,
+            "adopted_jobs": self._adopted,  # created by an earlier try that could not record them, then used
+            "left_open": self._left_open,  # Open jobs that may be an earlier try's but could not be told apart
             "failed_output": written,
             "batches": sum(-(-p.rows // 10_000) for p in parts),
             "api_calls": self.hook.client.api_calls - getattr(self, "_calls", 0),

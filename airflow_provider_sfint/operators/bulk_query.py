@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -32,6 +32,10 @@ SPEC_KEY = "sfint_bulk_query_spec"
 #: The summary of a committed output, kept until the next run of the task (a retry after a kill that came after
 #: the commit returns it and touches nothing).
 COMPLETE_KEY = "sfint_bulk_query_complete"
+#: Written just before a job is created (when and for what), so a retry can find a job whose id was never saved.
+INTENT_KEY = "sfint_bulk_query_intent"
+#: How far before a recorded intent a job may carry its creation time (the org's clock against ours).
+CLOCK_MARGIN = timedelta(minutes=2)
 MAX_PAGE_SIZE = 1_000_000
 
 
@@ -154,6 +158,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         self._running_job: str | None = None
         setattr(self, JOB_URL_ATTR, None)
         self._resolved_window: Window | None = None
+        self._aborted: list[str] = []
 
     # --- set-up -----------------------------------------------------------------------------------
 
@@ -254,7 +259,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         if self.min_remaining_api_percent is not None:
             self.hook.client.check_budget(self.min_remaining_api_percent, purpose=f"task {self.task_id}")
         self._schema(soql)  # unknown objects and fields fail here, before a job exists
-        keys = (self.external_id_key, PROGRESS_KEY, SPEC_KEY, COMPLETE_KEY)
+        keys = (self.external_id_key, PROGRESS_KEY, SPEC_KEY, COMPLETE_KEY, INTENT_KEY)
         store = start_execution(context, self.retries, keys, self.log)
         if store is not None:
             spec = self._spec(soql)
@@ -270,10 +275,44 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
                 self.log.info("the saved job was created for another query, window or output: creating a new one")
                 for key in keys:
                     store.delete(key)
+            self._unrecorded_job(store, spec, soql)
         result = self.execute_resumable(context)
         if result is None and self._running_job:  # Airflow 3.3 returns nothing after re-attaching to a running job
             result = self._collect(context, self._running_job)
         return dict(result)
+
+    def _unrecorded_job(self, store: Any, spec: dict[str, Any], soql: str) -> None:
+        """An earlier try that recorded its intent but not the job it then created (killed in between, or the
+        create's answer lost) left that job running. Bulk jobs do not carry their SOQL, so it cannot be shown to
+        be this query's and is not adopted: when exactly one job of this user on this object and operation was
+        created since the intent and is still running, it is aborted (it would otherwise be paid for twice over
+        its run); anything less certain is left alone and logged."""
+        intent = store.get(INTENT_KEY)
+        if not isinstance(intent, dict):
+            return
+        store.delete(INTENT_KEY)
+        if store.get(self.external_id_key):  # the job was recorded after all
+            return
+        user = self.hook.client.user_id()
+        if intent.get("spec") != spec or user is None:
+            return
+        since = datetime.fromisoformat(str(intent["at"])) - CLOCK_MARGIN
+        operation = "queryAll" if self.include_deleted else "query"
+        found = self.bulk.jobs_created_since("query", query_shape(soql)[1], operation, since, user)
+        active = [j for j in found if j.active]
+        if len(found) == 1 and active:
+            self.log.warning(
+                "job %s was created by an earlier try that could not record it; it cannot be shown to be this "
+                "query's, so it is aborted and a new one created",
+                active[0].id,
+            )
+            self.bulk.abort("query", active[0].id)
+            self._aborted.append(active[0].id)
+        elif found:
+            self.log.warning(
+                "an earlier try may have created one of these jobs without recording it; they are left as they are: %s",
+                ", ".join(f"{j.id} ({j.state})" for j in found),
+            )
 
     def _spec(self, soql: str) -> dict[str, Any]:
         return {
@@ -290,6 +329,8 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     def submit_job(self, context: Any) -> str:
         soql = self._window_query(self._window(context))
         store = context.get("task_state_store")
+        if store is not None:
+            store.set(INTENT_KEY, {"at": datetime.now(UTC).isoformat(), "spec": self._spec(soql)})
         try:
             job = self.bulk.create_query_job(soql, include_deleted=self.include_deleted)
         except QueryError as exc:
@@ -327,6 +368,9 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     def poll_until_complete(self, external_id: Any, context: Any) -> None:
         job_id = str(external_id)
         crash_point("query.job_recorded")
+        store = context.get("task_state_store")
+        if store is not None and store.get(INTENT_KEY) is not None:  # the job id is recorded: no longer needed
+            store.delete(INTENT_KEY)
         self._running_job = job_id
         setattr(self, JOB_URL_ATTR, job_link(self.hook.client.login(), job_id))  # also when re-attached
         if self.deferrable:
@@ -456,6 +500,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             "format": self.format,
             "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
             "splits": splits,
+            "aborted_jobs": self._aborted,  # created by an earlier try that could not record them
             "window": None if window is None else window.as_dict(),
             "api_calls": self.hook.client.api_calls - calls_before,
             "retries": len(self.hook.client.retries),  # requests retried by this task (503, 429, cut connections...)

@@ -19,7 +19,7 @@ from airflow_provider_sfint.emulator.datagen import HOSTILE_VALUES
 from airflow_provider_sfint.emulator.dml import sf_trim
 from airflow_provider_sfint.operators.bulk_ingest import STATE_KEY, SalesforceBulkIngestOperator
 
-from ..emulator.helpers import Admin
+from ..emulator.helpers import Admin, SalesforceHttp
 from .conftest import StateStore, WorkerDied, make_context
 
 TEXT_FIELDS = ["Description", "Site", "BillingStreet"]
@@ -317,3 +317,16 @@ def test_a_retry_with_changed_input_stops_before_touching_the_earlier_job(conn: 
     with pytest.raises(AirflowFailException, match="the input changed since an earlier try"):
         _op(conn, changed, operation="insert").execute(make_context(store))
     assert not [r for r in fresh_org.records("Account") if str(r["Name"]).startswith(("Before", "After"))]
+
+
+def test_a_lost_create_answer_adopts_the_job_it_made(conn: str, fresh_org: Admin, emulator_url: str) -> None:
+    """The connection is cut after Salesforce created the job but before its answer arrived: the job is found
+    (created by this user, on this object and operation, since the recorded intent, Open) and used, not left
+    Open beside a second one."""
+    fresh_org.faults({"kind": "drop", "path": "/jobs/ingest$", "method": "POST", "count": 1})
+    summary = _op(conn, _accounts(80, prefix="LOST"), operation="insert").execute(make_context())
+    assert fresh_org._call("GET", "faults")["rules"][0]["fired"] == 1
+    with SalesforceHttp.login(emulator_url) as sf:
+        jobs = sf.get("jobs/ingest").json()["records"]
+    assert [j["state"] for j in jobs] == ["JobComplete"] and summary["adopted_jobs"] == [jobs[0]["id"]]
+    assert len([r for r in fresh_org.records("Account") if str(r.get("External_Id__c")).startswith("LOST-")]) == 80
