@@ -201,6 +201,10 @@ def _parse_datetime(text: str) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
+class ResultPagesUnavailable(Exception):
+    """``resultPages`` answered without its list of pages (a proxy, or an org that does not offer it)."""
+
+
 def job_link(instance_url: str, job_id: str) -> str:
     """The job's page in Setup (Bulk Data Load Jobs)."""
     return f"{instance_url.rstrip('/')}/lightning/setup/AsyncApiJobStatus/page?address=%2F{job_id}"
@@ -379,7 +383,11 @@ class Bulk2:
                 raise ResultIntegrityError(f"resultPages for job {job.id} links back to {url}; refusing to loop")
             seen_links.add(url)
             body = self._send(ApiRequest("GET", url)).json()
-            for entry in body.get("resultPages") or []:
+            if not isinstance(body, dict) or not isinstance(body.get("resultPages"), list):
+                if not seen_pages:  # nothing read yet: the caller can follow the locator chain instead
+                    raise ResultPagesUnavailable(f"resultPages for job {job.id} answered without its list of pages")
+                raise ResultIntegrityError(f"resultPages for job {job.id} stopped listing pages at {url}")
+            for entry in body["resultPages"]:
                 page_url = str(entry["resultUrl"])
                 if page_url in seen_pages:
                     raise ResultIntegrityError(f"resultPages for job {job.id} lists {page_url} twice")
@@ -488,8 +496,8 @@ class Bulk2:
             urls = self.result_page_urls(job, page_size)
             try:
                 first = next(urls, None)
-            except NotFoundError:
-                log.info("resultPages is not available here; following the locator chain")
+            except (NotFoundError, ResultPagesUnavailable) as exc:
+                log.info("resultPages is not available here (%s); following the locator chain", exc)
             else:
                 all_urls = itertools.chain([] if first is None else [first], urls)
                 pages = _ordered_parallel(

@@ -23,9 +23,10 @@ KINDS = (
     "result_no_locator",
     "result_repeat_locator",
     "result_short_page",
+    "result_pages_no_list",
 )
 #: Faults applied by the Bulk query results handler, not by the request pipeline.
-RESULT_KINDS = frozenset({"result_no_locator", "result_repeat_locator", "result_short_page"})
+RESULT_KINDS = frozenset({"result_no_locator", "result_repeat_locator", "result_short_page", "result_pages_no_list"})
 
 
 @dataclass

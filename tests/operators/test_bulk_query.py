@@ -205,6 +205,17 @@ def test_locator_walk_below_api_58_gives_the_same_rows(conn: str, old_api: str, 
     assert pq.read_table(tmp_path / "p.parquet").equals(pq.read_table(tmp_path / "w.parquet"))
 
 
+def test_result_pages_without_a_list_fall_back_to_the_locator_walk(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    """A resultPages answer without its list of pages (a proxy, an org without it) is not an empty result: the
+    operator follows the locator chain and gets every row."""
+    _op(conn, tmp_path / "pages.parquet", page_size=33).execute(make_context())
+    fresh_org.faults({"kind": "result_pages_no_list", "path": "/resultPages"})
+    summary = _op(conn, tmp_path / "walk.parquet", page_size=33).execute(make_context())
+    assert fresh_org._call("GET", "faults")["rules"][0]["fired"] == 1
+    assert summary["records"] == len(fresh_org.records("Account", include_deleted=False))
+    assert pq.read_table(tmp_path / "walk.parquet").equals(pq.read_table(tmp_path / "pages.parquet"))
+
+
 @pytest.mark.skipif(not DURABLE, reason="task_state_store and ResumableJobMixin arrived in Airflow 3.3")
 def test_resume_after_the_worker_died_mid_download(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
     """The first try dies after two parts; the retry re-attaches to the same job, keeps the two parts and
