@@ -256,9 +256,12 @@ def jwt_audience(config: ClientConfig) -> str:
     return "https://login.salesforce.com"
 
 
+TOKEN_PATH = "/services/oauth2/token"
+
+
 def token_request(config: ClientConfig, now: float | None = None) -> TokenRequest:
     """The OAuth token request for ``config``'s flow (not for access_token, which needs none)."""
-    url = config.resolved_login_url + "/services/oauth2/token"
+    url = config.resolved_login_url + TOKEN_PATH
     kind = config.auth_type
     if kind == "jwt_bearer":
         issued = int(now if now is not None else time.time())
@@ -311,16 +314,15 @@ def parse_token_response(config: ClientConfig, status: int, body: Any, generatio
         error = body.get("error") if isinstance(body, dict) else None
         description = body.get("error_description", "") if isinstance(body, dict) else str(body)[:200]
         hint = _HINTS.get(str(description))
-        where = config.resolved_login_url + "/services/oauth2/token"
-        message = f"{config.auth_type} login at {where} refused: {description or 'no description'}" + (
-            f" -- {hint}" if hint else ""
-        )
+        where = config.resolved_login_url + TOKEN_PATH
+        message = f"{config.auth_type} login at {where} refused: {description or 'no description'}"
+        message += f" -- {hint}" if hint else ""
         raise LoginRefusedError(
             message,
             status=status,
             error_code=str(error) if error else None,
             method="POST",
-            path="/services/oauth2/token",
+            path=TOKEN_PATH,
         )
     instance = check_url(str(body.get("instance_url", "")), allowed_hosts=config.allowed_hosts)
     identity = str(body.get("id") or "")

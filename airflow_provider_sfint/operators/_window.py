@@ -75,13 +75,13 @@ def _aware(value: Any) -> datetime | None:
     return datetime.fromisoformat(value.isoformat())
 
 
-def _run_end(context: Any) -> tuple[datetime | None, str]:
+def _run_end(context: Any) -> datetime | None:
+    """The data interval's end, else the logical date, else when the run was due (``run_after``)."""
     for key in ("data_interval_end", "logical_date"):
         value = _aware(context.get(key))
         if value is not None:
-            return value, key
-    dag_run = context.get("dag_run")
-    return _aware(getattr(dag_run, "run_after", None)), "run_after"
+            return value
+    return _aware(getattr(context.get("dag_run"), "run_after", None))
 
 
 def resolve_window(
@@ -96,7 +96,7 @@ def resolve_window(
     """The window this run queries; see the module docstring for the rules."""
     end = parse_bound("window_end", window_end)
     if end is None:
-        end, _ = _run_end(context)
+        end = _run_end(context)
     if end is None:
         raise AirflowFailException(
             f"{task}: incremental_field={field!r} needs a window end, and this run has no data interval, "

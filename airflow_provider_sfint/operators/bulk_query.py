@@ -329,8 +329,9 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     def submit_job(self, context: Any) -> str:
         soql = self._window_query(self._window(context))
         store = context.get("task_state_store")
+        spec = self._spec(soql)
         if store is not None:
-            store.set(INTENT_KEY, {"at": datetime.now(UTC).isoformat(), "spec": self._spec(soql)})
+            store.set(INTENT_KEY, {"at": datetime.now(UTC).isoformat(), "spec": spec})
         try:
             job = self.bulk.create_query_job(soql, include_deleted=self.include_deleted)
         except QueryError as exc:
@@ -344,7 +345,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             raise
         crash_point("query.job_created")
         if store is not None:
-            store.set(SPEC_KEY, self._spec(soql))
+            store.set(SPEC_KEY, spec)
         self._announce(context, job.id)
         return job.id
 
