@@ -28,7 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .crashpoints import crash_point
-from .errors import did_you_mean
+from .errors import PreflightError, UnknownFieldError, did_you_mean
 
 FORMATS = ("parquet", "csv", "jsonl")
 SUCCESS_MARKER = "_SUCCESS"
@@ -65,11 +65,6 @@ def arrow_type(sf_field: dict[str, Any]) -> pa.DataType:
 
 class Describer(Protocol):
     def __call__(self, obj: str) -> dict[str, Any]: ...
-
-
-class UnknownFieldError(ValueError):
-    """Query or input columns that name no field (or relationship) of the object; the message lists every one
-    of them, each with the closest names."""
 
 
 @dataclass
@@ -672,16 +667,6 @@ _TEXT_PATTERNS = {
 }
 
 
-class PreflightError(ValueError):
-    """Input that cannot succeed, found before any job was created; ``problems`` lists each finding."""
-
-    def __init__(self, obj: str, problems: list[str]) -> None:
-        self.problems = problems
-        shown = "\n  - ".join(problems[:25])
-        more = f"\n  ... and {len(problems) - 25} more" if len(problems) > 25 else ""
-        super().__init__(f"input for {obj} cannot be loaded as it is (no job was created):\n  - {shown}{more}")
-
-
 def source_files(path: OutputPath) -> list[Any]:
     """The data files of a source: the file itself, or a directory's files (``_*`` and ``.*`` skipped)."""
     if path.name.endswith(SOURCE_SUFFIXES):
@@ -742,7 +727,7 @@ def iter_source(source: Any, batch_rows: int = 20_000) -> Iterator[pa.RecordBatc
         yield from pa.Table.from_pandas(source, preserve_index=False).to_batches(batch_rows)
         return
     for path in source_files(source):
-        local = _local_path(path)
+        local = local_path(path)
         with pa.OSFile(local, "rb") if local else path.open("rb") as handle:
             name = path.name.lower()
             if name.endswith(".parquet"):
@@ -759,15 +744,16 @@ def iter_source(source: Any, batch_rows: int = 20_000) -> Iterator[pa.RecordBatc
                     yield from pa.Table.from_batches([batch]).to_batches(batch_rows)
 
 
-def _local_path(path: Any) -> str | None:
-    """A local file's plain path, so pyarrow reads it natively instead of through a Python file object."""
+def local_path(path: Any) -> str | None:
+    """A local path's plain text form (pyarrow reads it natively, ``os.replace`` renames it atomically); None for
+    a path on another filesystem. Takes text, ``pathlib`` paths and ObjectStoragePath/UPath (``file://`` or none)."""
     protocol = getattr(path, "protocol", None)  # checked first: some UPath versions are also PurePaths
     if protocol is not None:
-        if protocol in ("file", "local") and isinstance(getattr(path, "path", None), str):
+        if protocol in ("file", "local", "") and isinstance(getattr(path, "path", None), str):
             return str(path.path)
         return None
-    if isinstance(path, pathlib.PurePath):
-        return str(path)
+    if isinstance(path, str | os.PathLike):
+        return str(pathlib.Path(path))
     return None
 
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import httpx
 
 from .auth import ClientConfig
-from .errors import NotFoundError, SalesforceError
+from .errors import BulkJobError, BulkJobTimeout, NotFoundError, ResultIntegrityError, SalesforceError
 from .rest import AsyncSalesforceClient, SalesforceClient
 from .transport import ApiRequest
 
@@ -38,35 +38,6 @@ TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
 RESULT_PAGES_MIN_VERSION = 58.0
 POLL_START, POLL_CAP, POLL_FACTOR = 2.0, 30.0, 1.5
 CHUNK = 1 << 16
-
-
-class BulkJobError(SalesforceError):
-    """A Bulk job ended Failed or Aborted, or could not be used.
-
-    :param job_id: the job
-    :param state: its last known state
-    :param job_message: Salesforce's ``errorMessage`` for the job, when it gave one
-    """
-
-    def __init__(self, message: str, *, job_id: str, state: str | None = None, job_message: str | None = None) -> None:
-        self.job_id = job_id
-        self.state = state
-        self.job_message = job_message
-        super().__init__(message)
-
-    @property
-    def is_timeout(self) -> bool:
-        """Salesforce gave up on the query (too slow or retried too often): a smaller window may pass."""
-        text = (self.job_message or "").upper()
-        return "QUERY_TIMEOUT" in text or "RETRIED MORE THAN" in text
-
-
-class BulkJobTimeout(BulkJobError):
-    """The job did not finish within the caller's timeout (the job itself is left as it was)."""
-
-
-class ResultIntegrityError(SalesforceError):
-    """Result pages do not add up: a row count, locator or total disagrees with what Salesforce said."""
 
 
 @dataclass(frozen=True)
@@ -559,8 +530,9 @@ class Bulk2:
             raise
         return True
 
-    def close(self, job_id: str) -> JobInfo:
-        """PATCH UploadComplete; a job already past Open is returned as it is."""
+    def mark_upload_complete(self, job_id: str) -> JobInfo:
+        """PATCH the ingest job to ``UploadComplete`` (its data is all sent: Salesforce starts processing it); a
+        job already past Open is returned as it is."""
         request = ApiRequest(
             "PATCH",
             jobs_path(self.config, "ingest", _check_id(job_id)),

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .auth import ClientConfig
+from .errors import CompositeError
 from .rest import SalesforceClient, _object
 from .transport import ApiRequest
 
@@ -212,16 +213,6 @@ class SubResponse:
         return "; ".join(
             f"{e.get('errorCode')}: {e.get('message')}" if isinstance(e, dict) else str(e) for e in items if e
         )
-
-
-class CompositeError(Exception):
-    """A composite or graph request whose subrequests failed; ``failures`` names each by referenceId."""
-
-    def __init__(self, what: str, failures: list[SubResponse]) -> None:
-        self.failures = failures
-        detail = "; ".join(f"{f.reference_id} (HTTP {f.status}): {f.describe_errors()}" for f in failures[:5])
-        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
-        super().__init__(f"{what}: {len(failures)} subrequest(s) failed: {detail}{more}")
 
 
 @dataclass

@@ -200,3 +200,82 @@ def error_from_response(
     if status == 400:
         return RecordValidationError(message, **kw)
     return SalesforceError(message or f"HTTP {status}", **kw)
+
+
+class PermanentError(SalesforceError):
+    """Retrying the same work cannot help: bad input, a failure threshold passed, saved progress that no longer
+    matches the input. Operators fail the task without using its retries."""
+
+
+class InputError(PermanentError, ValueError):
+    """The input (a file, a DataFrame, records, a setting) cannot be loaded as it is; the message names the
+    object, column or row at fault and what to do. Nothing was sent to Salesforce."""
+
+
+class TooManyFailedRowsError(PermanentError):
+    """More rows failed than the caller allowed (``max_failed_records`` / ``max_failed_ratio``); every row was
+    processed and the failed ones, with their errors, were written where the message says."""
+
+    def __init__(self, message: str, *, summary: dict[str, Any] | None = None) -> None:
+        self.summary = dict(summary or {})
+        super().__init__(message)
+
+
+class ProgressConflictError(PermanentError):
+    """Progress saved by an earlier try no longer matches the work (the input changed after a job took its
+    rows): continuing could load rows twice, so a person has to decide."""
+
+
+class PreflightError(InputError):
+    """Input that cannot succeed, found before any job was created; ``problems`` lists each finding."""
+
+    def __init__(self, obj: str, problems: list[str]) -> None:
+        self.obj = obj
+        self.problems = problems
+        shown = "\n  - ".join(problems[:25])
+        more = f"\n  ... and {len(problems) - 25} more" if len(problems) > 25 else ""
+        super().__init__(f"input for {obj} cannot be loaded as it is (no job was created):\n  - {shown}{more}")
+
+
+class UnknownFieldError(InputError):
+    """Query or input columns that name no field (or relationship) of the object; the message lists every one
+    of them, each with the closest names."""
+
+
+class CompositeError(SalesforceError):
+    """A composite or graph request whose subrequests failed; ``failures`` names each by referenceId."""
+
+    def __init__(self, what: str, failures: list[Any]) -> None:
+        self.failures = failures
+        detail = "; ".join(f"{f.reference_id} (HTTP {f.status}): {f.describe_errors()}" for f in failures[:5])
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        super().__init__(f"{what}: {len(failures)} subrequest(s) failed: {detail}{more}")
+
+
+class BulkJobError(SalesforceError):
+    """A Bulk job ended Failed or Aborted, or could not be used.
+
+    :param job_id: the job
+    :param state: its last known state
+    :param job_message: Salesforce's ``errorMessage`` for the job, when it gave one
+    """
+
+    def __init__(self, message: str, *, job_id: str, state: str | None = None, job_message: str | None = None) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.job_message = job_message
+        super().__init__(message)
+
+    @property
+    def is_timeout(self) -> bool:
+        """Salesforce gave up on the query (too slow or retried too often): a smaller window may pass."""
+        text = (self.job_message or "").upper()
+        return "QUERY_TIMEOUT" in text or "RETRIED MORE THAN" in text
+
+
+class BulkJobTimeout(BulkJobError):
+    """The job did not finish within the caller's timeout (the job itself is left as it was)."""
+
+
+class ResultIntegrityError(SalesforceError):
+    """Result pages do not add up: a row count, locator or total disagrees with what Salesforce said."""

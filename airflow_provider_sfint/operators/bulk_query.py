@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, ResumableJobMixin, conf
+from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
 from ..client.arrowio import FORMATS, ColumnResolver, CsvParser, QueryOutput
 from ..client.bulk2 import Bulk2, BulkJobError, JobInfo, job_link
@@ -16,12 +16,13 @@ from ..client.crashpoints import crash_point
 from ..client.errors import NotFoundError, QueryError, SalesforceError
 from ..client.soql import add_window, query_shape
 from ..compat import AirflowFailException
+from ..engines.state import StateStore
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin, file_dataset, salesforce_dataset
 from ..links import JOB_URL_ATTR, SalesforceJobLink, announce_job, forget_job_link
-from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
+from ..triggers.bulk import SalesforceBulkJobTrigger, check_event
 from ._settings import check_waiting
-from ._state import start_execution
+from ._state import start_execution, task_store
 from ._window import Window, resolve_window
 
 PROGRESS_EVERY = 10.0
@@ -39,13 +40,14 @@ CLOCK_MARGIN = timedelta(minutes=2)
 MAX_PAGE_SIZE = 1_000_000
 
 
-class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator):
+class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
     """Run a SOQL query as a Bulk API 2.0 query job and write its rows, typed from describe, to ``output``.
 
     Pages are fetched in parallel (``resultPages``, API 58+) and streamed through pyarrow; memory is
     bounded by ``parallel_pages x page_size`` rows, never by the result. Output is committed under its
     final name only when every page has arrived and every count agrees. The job id is stored before
-    any wait (Airflow 3.3's ``task_state_store``), so a retried task re-attaches to its job.
+    any wait (in the task's progress store: ``[sfint] state_path`` or Airflow 3.3's ``task_state_store``), so a
+    retried task re-attaches to its job.
 
     :param soql: the query (templated; ``.soql`` / ``.sql`` files are read)
     :param output: an ObjectStoragePath or URL (``file://``, ``s3://``, ...): a file, or a directory for
@@ -159,6 +161,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         setattr(self, JOB_URL_ATTR, None)
         self._resolved_window: Window | None = None
         self._aborted: list[str] = []
+        self._store: StateStore | None = None
 
     # --- set-up -----------------------------------------------------------------------------------
 
@@ -260,7 +263,8 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             self.hook.client.check_budget(self.min_remaining_api_percent, purpose=f"task {self.task_id}")
         self._schema(soql)  # unknown objects and fields fail here, before a job exists
         keys = (self.external_id_key, PROGRESS_KEY, SPEC_KEY, COMPLETE_KEY, INTENT_KEY)
-        store = start_execution(context, self.retries, keys, self.log)
+        store = self._store = start_execution(context, self.retries, keys, self.log)
+        job_id: str | None = None
         if store is not None:
             spec = self._spec(soql)
             done = store.get(COMPLETE_KEY)
@@ -276,10 +280,28 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
                 for key in keys:
                     store.delete(key)
             self._unrecorded_job(store, spec, soql)
-        result = self.execute_resumable(context)
-        if result is None and self._running_job:  # Airflow 3.3 returns nothing after re-attaching to a running job
-            result = self._collect(context, self._running_job)
-        return dict(result)
+            job_id = self._saved_job(store)
+        if job_id is None:
+            job_id = self.submit_job(context)
+            if store is not None:
+                store.set(self.external_id_key, job_id)
+        self.poll_until_complete(job_id, context)
+        return self._collect(context, job_id)
+
+    def _saved_job(self, store: Any) -> str | None:
+        """The job an earlier try of this execution created for the same spec, when it is worth re-attaching to
+        (running or complete); a failed, aborted or deleted one is forgotten (a new job is created)."""
+        saved = store.get(self.external_id_key)
+        if not saved:
+            return None
+        state = self.get_job_status(saved, {})
+        if self.is_job_active(state) or self.is_job_succeeded(state):
+            self.log.info("re-attaching to job %s (%s), which an earlier try created", saved, state)
+            return str(saved)
+        self.log.info("job %s of an earlier try is %s: creating a new one", saved, state)
+        store.delete(self.external_id_key)
+        store.delete(PROGRESS_KEY)
+        return None
 
     def _unrecorded_job(self, store: Any, spec: dict[str, Any], soql: str) -> None:
         """An earlier try that recorded its intent but not the job it then created (killed in between, or the
@@ -324,11 +346,11 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             "typed": bool(self.typed),
         }
 
-    # --- ResumableJobMixin ------------------------------------------------------------------------
+    # --- the job's life cycle -----------------------------------------------------------------------
 
     def submit_job(self, context: Any) -> str:
         soql = self._window_query(self._window(context))
-        store = context.get("task_state_store")
+        store = self._store
         spec = self._spec(soql)
         if store is not None:
             store.set(INTENT_KEY, {"at": datetime.now(UTC).isoformat(), "spec": spec})
@@ -369,7 +391,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
     def poll_until_complete(self, external_id: Any, context: Any) -> None:
         job_id = str(external_id)
         crash_point("query.job_recorded")
-        store = context.get("task_state_store")
+        store = self._store
         if store is not None and store.get(INTENT_KEY) is not None:  # the job id is recorded: no longer needed
             store.delete(INTENT_KEY)
         self._running_job = job_id
@@ -415,8 +437,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         job_id: str = "",
         window: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
-            raise SalesforceError(f"unexpected trigger event {event!r} for Bulk query job {job_id or '?'}")
+        event = check_event(event, f"Bulk query job {job_id or '?'}")
         # The event names its job (not every Airflow version hands the defer kwargs back).
         job_id = job_id or str(next(iter(event.get("jobs") or {}), ""))
         if not job_id:
@@ -440,6 +461,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
             if not (error.is_timeout and self.incremental_field and self.max_split_depth):
                 raise error
         self._calls_at_start = self.hook.client.api_calls
+        self._store = task_store(context)
         return self._collect(context, job_id)
 
     # --- results ----------------------------------------------------------------------------------
@@ -452,7 +474,7 @@ class SalesforceBulkQueryOperator(LineageMixin, ResumableJobMixin, BaseOperator)
         window = self._window(context)
         soql = self._window_query(window)
         schema = self._schema(soql)
-        store = context.get("task_state_store")
+        store = self._store
         saved = store.get(PROGRESS_KEY) if store is not None else None
         progress = saved if isinstance(saved, dict) and saved.get("job_id") == job_id and self._directory else {}
         output = QueryOutput(

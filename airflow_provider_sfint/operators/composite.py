@@ -20,10 +20,12 @@ from ..client.arrowio import NULL_POLICIES, iter_source
 from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
 from ..client.errors import NotFoundError, did_you_mean
 from ..compat import AirflowFailException
+from ..engines.files import write_failed_rows
+from ..engines.ingest import STATE_KEY, IngestEngine, IngestSettings, check_failure_limits
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin
-from ._settings import write_failed_rows
-from .bulk_ingest import SalesforceBulkIngestOperator
+from ._settings import engine_run, failed_rows_path, job_announcer, record_ingest_lineage
+from ._state import start_execution
 
 DEDUPE_CHOICES = (None, "last")
 #: How many offending rows an input error names (the count says how many there are in all).
@@ -102,8 +104,7 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
             raise ValueError(f"null_policy must be one of {', '.join(NULL_POLICIES)}, got {null_policy!r}")
         if dedupe not in DEDUPE_CHOICES:
             raise ValueError(f"dedupe must be None or 'last', got {dedupe!r}")
-        if max_failed_ratio is not None and not 0 <= float(max_failed_ratio) <= 1:
-            raise ValueError(f"max_failed_ratio must be between 0 and 1, got {max_failed_ratio}")
+        check_failure_limits(max_failed_records, max_failed_ratio)
         self.object = object
         self.external_id_field = external_id_field
         self.records = records
@@ -202,22 +203,7 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
             source = self.records
             if isinstance(source, list):
                 source = pa.Table.from_pylist(source)
-            bulk = SalesforceBulkIngestOperator(
-                task_id=f"{self.task_id}__bulk",
-                object=self.object,
-                operation="upsert",
-                external_id_field=self.external_id_field,
-                source=source,
-                null_policy=self.null_policy,
-                failed_output=self.failed_output,
-                max_failed_records=self.max_failed_records,
-                max_failed_ratio=self.max_failed_ratio,
-                retries=self.retries,  # tells a retry from a new run of this task (its saved progress)
-                sfint_conn_id=self.sfint_conn_id,
-            )
-            summary = bulk.execute(context)
-            self._sfint_lineage = bulk._sfint_lineage
-            return {**summary, "path": "bulk"}
+            return {**self._through_bulk(context, source), "path": "bulk"}
         client = self.hook.client
         calls_before = client.api_calls
         rows = self._rows()
@@ -282,6 +268,37 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
             )
         return summary
 
+    def _through_bulk(self, context: Any, source: Any) -> dict[str, Any]:
+        """The same upsert through the Bulk ingest engine, with its exactly-once progress kept like the Bulk
+        operator's (a retry resumes the jobs; a re-run starts afresh)."""
+        failed = self.failed_output
+        if failed is None and isinstance(source, str | ObjectStoragePath):
+            failed = str(source).rstrip("/") + ".failed.csv"
+        engine = IngestEngine(
+            self.hook.client,
+            IngestSettings(
+                object=self.object,
+                operation="upsert",
+                external_id_field=self.external_id_field,
+                null_policy=self.null_policy,
+                max_failed_records=self.max_failed_records,
+                max_failed_ratio=self.max_failed_ratio,
+            ),
+            ObjectStoragePath(source) if isinstance(source, str) else source,
+            start_execution(context, self.retries, (STATE_KEY,), self.log),
+            failed_output=failed_rows_path(failed),
+            on_job=job_announcer(self, context),
+            log=self.log,
+        )
+        with engine_run(engine):
+            summary = engine.completed()
+            if summary is None:
+                engine.prepare()
+                summary = engine.run()
+        if engine.plan is not None:
+            record_ingest_lineage(self, engine, source)
+        return summary
+
     def _not_found(self, exc: NotFoundError) -> str:
         """What a 404 on the Collections upsert means: the object, or its external id field, is unknown."""
         try:
@@ -312,7 +329,7 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
                 for r in failed
             ]
         )
-        return write_failed_rows(table, str(self.failed_output))
+        return write_failed_rows(table, failed_rows_path(self.failed_output))
 
 
 def _text(value: Any) -> str | None:

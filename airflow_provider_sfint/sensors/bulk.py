@@ -10,11 +10,11 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from ..client.bulk2 import KINDS, Bulk2, JobInfo, job_link
-from ..client.errors import NotFoundError, SalesforceError
+from ..client.errors import NotFoundError
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..links import JOB_URL_ATTR, JOB_URL_XCOM_KEY, SalesforceJobLink, forget_job_link
-from ..triggers.bulk import EVENT_STATUSES, SalesforceBulkJobTrigger
+from ..triggers.bulk import SalesforceBulkJobTrigger, check_event
 
 
 def _summary(info: JobInfo) -> dict[str, Any]:
@@ -120,8 +120,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
-            raise SalesforceError(f"unexpected trigger event {event!r} for Bulk job {self.job_id}")
+        event = check_event(event, f"Bulk job {self.job_id}")
         forget_job_link(self)
         if event["status"] == "success":
             return _summary(self.bulk.job_info(self.kind, str(self.job_id)))

@@ -16,6 +16,13 @@ from ..client.errors import SalesforceError
 EVENT_STATUSES = frozenset({"success", "error", "timeout", "cancelled"})
 
 
+def check_event(event: Any, what: str) -> dict[str, Any]:
+    """The event a Bulk job trigger sent, checked: SalesforceError naming ``what`` when it is not one."""
+    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+        raise SalesforceError(f"unexpected trigger event {event!r} for {what}")
+    return event
+
+
 def _job_ids(job_ids: Any) -> list[str]:
     if isinstance(job_ids, str):
         job_ids = [job_ids]

@@ -19,6 +19,7 @@ from airflow_provider_sfint.client import (
     ConfigurationError,
     InsecureTransportError,
     SalesforceClient,
+    TransportError,
     check_url,
 )
 from airflow_provider_sfint.emulator import ADMIN_USERNAME, CLIENT_ID, CLIENT_SECRET, DEFAULT_REFRESH_TOKEN
@@ -151,7 +152,7 @@ def test_https_verification_stays_on(tls_server: Any) -> None:
         cache_key="tls-system-store",
         max_attempts=1,
     )
-    with SalesforceClient(config) as client, pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|SSL"):
+    with SalesforceClient(config) as client, pytest.raises(TransportError, match=r"CERTIFICATE_VERIFY_FAILED"):
         client.login()
 
 

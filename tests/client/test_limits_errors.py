@@ -20,7 +20,7 @@ from airflow_provider_sfint.client import (
     ServerError,
     parse_limit_info,
 )
-from airflow_provider_sfint.client.errors import error_from_response
+from airflow_provider_sfint.client.errors import SalesforceError, error_from_response
 from airflow_provider_sfint.client.rest import flatten_record, parse_query_page
 
 
@@ -132,5 +132,5 @@ def test_recorded_query_bodies_parse_and_flatten(recorded: Path) -> None:
 
 
 def test_a_page_that_is_not_done_without_a_next_url_is_an_error() -> None:
-    with pytest.raises(Exception, match="no nextRecordsUrl"):
+    with pytest.raises(SalesforceError, match="no nextRecordsUrl"):
         parse_query_page(httpx.Response(200, json={"totalSize": 5, "done": False, "records": []}))

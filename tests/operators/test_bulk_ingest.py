@@ -14,6 +14,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_provider_sfint.client.bulk2 import Bulk2
+from airflow_provider_sfint.client.errors import SalesforceError
 from airflow_provider_sfint.compat import AirflowFailException
 from airflow_provider_sfint.emulator.datagen import HOSTILE_VALUES
 from airflow_provider_sfint.emulator.dml import sf_trim
@@ -199,14 +201,14 @@ def test_kill_aborts_running_jobs(conn: str, fresh_org: Admin) -> None:
 
     thread = threading.Thread(target=run)
     thread.start()
-    for _ in range(200):
-        if op._state.get("parts", {}).get("0", {}).get("closed"):
-            break
+    deadline = time.monotonic() + 20
+    while not op._state.get("parts", {}).get("0", {}).get("closed") and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert op._state["parts"]["0"].get("closed"), "the job was not closed within 20 s"
     op.on_kill()
     thread.join(30)
     (job_id,) = [p["job"] for p in op._state["parts"].values()]
-    assert op.bulk.job_info("ingest", job_id).state == "Aborted"
+    assert Bulk2(op.hook.client).job_info("ingest", job_id).state == "Aborted"
     assert errors  # the task did not report success
 
 
@@ -295,9 +297,9 @@ def test_a_failure_leaves_no_job_open(conn: str, fresh_org: Admin) -> None:
     """A part's upload is refused (the emulator's size cap): the job created for it is aborted, not left Open."""
     fresh_org.set("bulk", max_upload_bytes=30_000)
     op = _op(conn, _accounts(300, prefix="OPEN"), max_bytes_per_job=60_000, max_concurrent_jobs=1)
-    with pytest.raises(Exception, match="EXCEEDED_MAX_SIZE_REQUEST"):
+    with pytest.raises(SalesforceError, match="EXCEEDED_MAX_SIZE_REQUEST"):
         op.execute(make_context(StateStore()))
-    states = [op.bulk.job_info("ingest", j).state for j in _all_ingest_jobs(op)]
+    states = [Bulk2(op.hook.client).job_info("ingest", j).state for j in _all_ingest_jobs(op)]
     assert states and "Open" not in states, states
 
 
@@ -308,7 +310,7 @@ def _all_ingest_jobs(op: SalesforceBulkIngestOperator) -> list[str]:
 
 def test_a_retry_with_changed_input_stops_before_touching_the_earlier_job(conn: str, fresh_org: Admin) -> None:
     store = StateStore()
-    store.dies_after = lambda key, value: True  # dies right after recording its first step
+    store.dies_after = lambda key, value: bool(value.get("parts"))  # dies right after the intent of a job
     rows = pa.table({"Name": ["Before A", "Before B"]})
     with pytest.raises(WorkerDied):
         _op(conn, rows, operation="insert").execute(make_context(store))

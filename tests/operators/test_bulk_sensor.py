@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_sfint.client.bulk2 import Bulk2
+from airflow_provider_sfint.client.errors import SalesforceError
 from airflow_provider_sfint.compat import AirflowFailException
 from airflow_provider_sfint.hooks.salesforce import SalesforceHook
 from airflow_provider_sfint.sensors.bulk import SalesforceBulkJobSensor
@@ -71,11 +72,19 @@ def test_failed_job_fails_the_sensor_and_soft_fail_skips(conn: str, fresh_org: A
 
 
 @pytest.mark.parametrize(
-    "event", [None, {"status": "odd"}, {"status": "error", "message": "boom"}, {"status": "timeout"}]
+    ("event", "error", "message"),
+    [
+        (None, SalesforceError, "unexpected trigger event None"),
+        ({"status": "odd"}, SalesforceError, "unexpected trigger event"),
+        ({"status": "error", "message": "boom"}, AirflowFailException, "error  boom"),
+        ({"status": "timeout"}, AirflowFailException, ": timeout"),
+    ],
 )
-def test_execute_complete_refuses_anything_but_success(conn: str, fresh_org: Admin, event: Any) -> None:
+def test_execute_complete_refuses_anything_but_success(
+    conn: str, fresh_org: Admin, event: Any, error: type[Exception], message: str
+) -> None:
     sensor = SalesforceBulkJobSensor(task_id="s", job_id=_job(conn), kind="query", sfint_conn_id=conn)
-    with pytest.raises(Exception, match=r"unexpected trigger event|boom|timeout"):
+    with pytest.raises(error, match=message):
         sensor.execute_complete(make_context(), event)
 
 

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from ..emulator.helpers import Admin, SalesforceHttp
 from ..operators.conftest import load_dag
 from .test_crash_resume import DURABLE
-
-pytestmark = pytest.mark.skipif(not DURABLE, reason="resuming after a crash needs Airflow 3.3's task_state_store")
 
 PACKAGE = Path(__file__).resolve().parents[2] / "airflow_provider_sfint"
 
@@ -46,11 +45,11 @@ with DAG("sfint_points_KIND", schedule="@daily", start_date=start, default_args=
         SalesforceBulkQueryOperator(task_id="work", soql=soql,
                                     output=f"{folder}/out/" if kind == "query_dir" else f"{folder}/out.parquet",
                                     page_size=20, parallel_pages=1, part_size=40, poll_interval=0.2, sfint_conn_id=conn)
-    elif kind in ("insert", "upsert"):
-        SalesforceBulkIngestOperator(task_id="work", object="Account", operation=kind,
+    elif kind in ("insert", "upsert", "insert_locks"):
+        SalesforceBulkIngestOperator(task_id="work", object="Account", operation=kind.split("_")[0],
                                      external_id_field="External_Id__c" if kind == "upsert" else None,
                                      source=f"{folder}/in.parquet", max_bytes_per_job=4000, max_concurrent_jobs=1,
-                                     poll_interval=0.2, sfint_conn_id=conn)
+                                     max_failed_records=None, poll_interval=0.2, sfint_conn_id=conn)
     else:
         SalesforceCompositeUpsertOperator(task_id="work", object="Account", external_id_field="External_Id__c",
                                           records=f"{folder}/in.parquet", bulk_threshold=10, sfint_conn_id=conn)
@@ -71,7 +70,15 @@ INGEST = [
     "ingest.job_recorded",
     "ingest.upload_recorded",
     "ingest.job_closed",
+    "ingest.job_done",
     "ingest.summary_recorded",
+]
+#: Rows that fail with UNABLE_TO_LOCK_ROW run again in follow-up jobs; those that fail again are written out.
+FOLLOW_UP = [
+    "ingest.follow_up_started",
+    "ingest.follow_up_done",
+    "files.failed_rows_staged",
+    "ingest.failed_rows_written",
 ]
 #: Killed between creating a job and recording it: the retry finds the job through the intent recorded before
 #: the create. An ingest job (Open, empty) is adopted; a query job cannot be shown to be this query's (Bulk jobs
@@ -85,6 +92,7 @@ POINTS: dict[str, list[str]] = {
     "insert": INGEST,
     "upsert": INGEST,
     "composite": INGEST,
+    "insert_locks": FOLLOW_UP,
 }
 #: Killed again in the retry: the points a retry passes once more (not those it skips because the earlier try got
 #: past them: a finished job is collected without waiting, a recorded summary is returned as it is).
@@ -113,8 +121,19 @@ def _jobs(url: str, kind: str) -> list[dict[str, Any]]:
 
 
 def _run(
-    kind: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, conn: str, point: str | None, times: int = 1, **env: str
+    kind: str,
+    tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    conn: str,
+    point: str | None,
+    times: int = 1,
+    store: str = "task_state_store" if DURABLE else "state_path",
+    **env: str,
 ) -> Any:
+    if store == "state_path":  # the provider's own store: one JSON document per task instance under this path
+        monkeypatch.setenv("AIRFLOW__SFINT__STATE_PATH", f"file://{tmp}/state")
+    else:
+        monkeypatch.delenv("AIRFLOW__SFINT__STATE_PATH", raising=False)
     monkeypatch.setenv("SFINT_CONN_ID", conn)
     monkeypatch.setenv("SFINT_CRASH_DIR", str(tmp))
     for key, value in env.items():
@@ -169,15 +188,39 @@ def _check_ingest(keys: list[str], org: Admin, url: str) -> None:
     assert jobs and all(j["state"] == "JobComplete" for j in jobs), [j["state"] for j in jobs]  # none left open
 
 
-CASES = [pytest.param(k, p, 1, id=f"{k}-{p}-x1") for k, points in POINTS.items() for p in points]
-CASES += [pytest.param(k, p, 2, id=f"{k}-{p}-x2") for k, points in TWICE.items() for p in points]
+def _check_follow_ups(keys: list[str], org: Admin, url: str, tmp: Path) -> None:
+    """Every row is in the org once or in the failed-rows file once (it failed its follow-up too), never both."""
+    stored = [r["External_Id__c"] for r in org.records("Account") if str(r.get("External_Id__c")).startswith("CP-")]
+    failed = pacsv.read_csv(tmp / "in.parquet.failed.csv").column("External_Id__c").to_pylist()
+    assert failed and len(set(stored)) == len(stored) and len(set(failed)) == len(failed)
+    assert not set(stored) & set(failed) and sorted(stored + failed) == keys
+    assert {r.split(":")[0] for r in pacsv.read_csv(tmp / "in.parquet.failed.csv").column("sf__Error").to_pylist()} == {
+        "UNABLE_TO_LOCK_ROW"
+    }
+    assert [p.name for p in tmp.iterdir() if p.name.endswith(".sfint-tmp")] == []  # no staged file left
+    jobs = _jobs(url, "ingest")
+    assert len(jobs) > 3 and all(j["state"] == "JobComplete" for j in jobs), [j["state"] for j in jobs]
 
 
-@pytest.mark.parametrize(("kind", "point", "times"), CASES)
+#: Where progress lives: Airflow 3.3's task_state_store, or the provider's state file (``[sfint] state_path``),
+#: which gives Airflow 3.1 and 3.2 the same guarantees. On 3.3 the state file runs a kill at every point once.
+STORES = ("task_state_store", "state_path") if DURABLE else ("state_path",)
+CASES = [
+    pytest.param(k, p, 1, store, id=f"{k}-{p}-x1-{store}")
+    for store in STORES
+    for k, points in POINTS.items()
+    for p in points
+    if store == STORES[0] or k in ("query_dir", "insert")
+]
+CASES += [pytest.param(k, p, 2, STORES[0], id=f"{k}-{p}-x2") for k, points in TWICE.items() for p in points]
+
+
+@pytest.mark.parametrize(("kind", "point", "times", "store"), CASES)
 def test_killed_at_a_crash_point(
     kind: str,
     point: str,
     times: int,
+    store: str,
     conn: str,
     execution_api: str,
     fresh_org: Admin,
@@ -188,11 +231,19 @@ def test_killed_at_a_crash_point(
     keys = [] if kind.startswith("query") else _input(tmp_path)
     if point == ORPHANED:
         fresh_org.set("bulk", query_latency=8)  # the orphan still runs when the retry looks for it
-    _run(kind, tmp_path, monkeypatch, conn, point, times)
+    if kind == "insert_locks":
+        fresh_org.faults({"kind": "lock_row", "rate": 0.3, "path": "/jobs/ingest"}, seed=5)
+    _run(kind, tmp_path, monkeypatch, conn, point, times, store=store)
     if kind.startswith("query"):
         _check_query(kind, tmp_path, fresh_org, emulator_url, orphaned=point == ORPHANED)
+    elif kind == "insert_locks":
+        _check_follow_ups(keys, fresh_org, emulator_url, tmp_path)
     else:
         _check_ingest(keys, fresh_org, emulator_url)
+    if store == "state_path":  # the document of the task instance holds the summary a retry would return
+        (document,) = (tmp_path / "state").rglob("*.json")
+        values = json.loads(document.read_text())["values"]
+        assert values.get("sfint_bulk_ingest", {}).get("complete") or values.get("sfint_bulk_query_complete")
 
 
 def test_reattached_to_a_running_query_job_returns_its_result(
