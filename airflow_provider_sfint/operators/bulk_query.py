@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
-from ..client.arrowio import FORMATS, ColumnResolver, CsvParser, QueryOutput
-from ..client.bulk2 import Bulk2, BulkJobError, JobInfo, job_link
-from ..client.crashpoints import crash_point
-from ..client.errors import NotFoundError, QueryError, SalesforceError
+from ..client.arrowio import FORMATS, ColumnResolver, QueryOutput
+from ..client.bulk2 import Bulk2, JobInfo, job_link
+from ..client.errors import BulkJobError, InputError, NotFoundError, QueryError, SalesforceError
 from ..client.soql import add_window, query_shape
 from ..compat import AirflowFailException
+from ..engines.query import KEYS, QueryEngine, QuerySettings, QuerySpec
 from ..engines.state import StateStore
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin, file_dataset, salesforce_dataset
@@ -25,18 +25,6 @@ from ._settings import check_waiting
 from ._state import start_execution, task_store
 from ._window import Window, resolve_window
 
-PROGRESS_EVERY = 10.0
-PROGRESS_KEY = "sfint_bulk_query_progress"
-#: What the stored job was created for (query with its window, output, format): a retry re-attaches only to a
-#: job created for the same.
-SPEC_KEY = "sfint_bulk_query_spec"
-#: The summary of a committed output, kept until the next run of the task (a retry after a kill that came after
-#: the commit returns it and touches nothing).
-COMPLETE_KEY = "sfint_bulk_query_complete"
-#: Written just before a job is created (when and for what), so a retry can find a job whose id was never saved.
-INTENT_KEY = "sfint_bulk_query_intent"
-#: How far before a recorded intent a job may carry its creation time (the org's clock against ours).
-CLOCK_MARGIN = timedelta(minutes=2)
 MAX_PAGE_SIZE = 1_000_000
 
 
@@ -97,7 +85,6 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
     template_fields_renderers = {"soql": "sql"}
     operator_extra_links = (SalesforceJobLink(),)
     ui_color = "#e1f1fb"
-    external_id_key = "sfint_bulk_query_job"
 
     def __init__(
         self,
@@ -157,11 +144,9 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         self.min_remaining_api_percent = min_remaining_api_percent
         self.max_split_depth = int(max_split_depth)
         self.sfint_conn_id = sfint_conn_id
-        self._running_job: str | None = None
+        self._running: QueryEngine | None = None
         setattr(self, JOB_URL_ATTR, None)
         self._resolved_window: Window | None = None
-        self._aborted: list[str] = []
-        self._store: StateStore | None = None
 
     # --- set-up -----------------------------------------------------------------------------------
 
@@ -262,100 +247,55 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         if self.min_remaining_api_percent is not None:
             self.hook.client.check_budget(self.min_remaining_api_percent, purpose=f"task {self.task_id}")
         self._schema(soql)  # unknown objects and fields fail here, before a job exists
-        keys = (self.external_id_key, PROGRESS_KEY, SPEC_KEY, COMPLETE_KEY, INTENT_KEY)
-        store = self._store = start_execution(context, self.retries, keys, self.log)
-        job_id: str | None = None
-        if store is not None:
-            spec = self._spec(soql)
-            done = store.get(COMPLETE_KEY)
-            if isinstance(done, dict) and done.get("spec") == spec:
-                self.log.info(
-                    "an earlier try of this run committed the output of job %s (its success was not recorded): "
-                    "returning its summary, nothing is queried or written again",
-                    done["summary"].get("job_id"),
-                )
-                return dict(done["summary"])
-            if store.get(self.external_id_key) and store.get(SPEC_KEY) != spec:
-                self.log.info("the saved job was created for another query, window or output: creating a new one")
-                for key in keys:
-                    store.delete(key)
-            self._unrecorded_job(store, spec, soql)
-            job_id = self._saved_job(store)
+        engine = self._engine(context, start_execution(context, self.retries, KEYS, self.log))
+        done = engine.completed()
+        if done is not None:
+            return done
+        job_id = engine.saved_job()
         if job_id is None:
-            job_id = self.submit_job(context)
-            if store is not None:
-                store.set(self.external_id_key, job_id)
-        self.poll_until_complete(job_id, context)
-        return self._collect(context, job_id)
+            job_id = self._submit(engine)
+            self.log.info("Bulk query job %s created on %s", job_id, self.hook.client.login())
+            announce_job(self, context, job_link(self.hook.client.login(), job_id), job_id)
+        engine.recorded(job_id)
+        setattr(self, JOB_URL_ATTR, job_link(self.hook.client.login(), job_id))  # also when re-attached
+        self._wait(engine, job_id)
+        return self._finish(engine, job_id)
 
-    def _saved_job(self, store: Any) -> str | None:
-        """The job an earlier try of this execution created for the same spec, when it is worth re-attaching to
-        (running or complete); a failed, aborted or deleted one is forgotten (a new job is created)."""
-        saved = store.get(self.external_id_key)
-        if not saved:
-            return None
-        state = self.get_job_status(saved, {})
-        if self.is_job_active(state) or self.is_job_succeeded(state):
-            self.log.info("re-attaching to job %s (%s), which an earlier try created", saved, state)
-            return str(saved)
-        self.log.info("job %s of an earlier try is %s: creating a new one", saved, state)
-        store.delete(self.external_id_key)
-        store.delete(PROGRESS_KEY)
-        return None
+    def _engine(self, context: Any, store: StateStore | None) -> QueryEngine:
+        window = self._window(context)
+        soql = self._window_query(window)
+        engine = QueryEngine(
+            self.hook.client,
+            QuerySpec(
+                soql=soql,
+                include_deleted=bool(self.include_deleted),
+                output=str(self.destination),
+                format=self.format,
+                directory=self._directory,
+                typed=bool(self.typed),
+            ),
+            self._output_path(),
+            self._schema(soql),
+            QuerySettings(
+                page_size=self.page_size,
+                parallel_pages=self.parallel_pages,
+                part_size=self.part_size,
+                max_split_depth=self.max_split_depth if self.incremental_field else 0,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                delete_job_on_success=self.delete_job_on_success,
+            ),
+            store,
+            window_query=None if window is None else (lambda lo, hi: self._window_query(window, lo, hi)),
+            window=None if window is None else (window.start, window.end),
+            log=self.log,
+        )
+        self._running = engine
+        return engine
 
-    def _unrecorded_job(self, store: Any, spec: dict[str, Any], soql: str) -> None:
-        """An earlier try that recorded its intent but not the job it then created (killed in between, or the
-        create's answer lost) left that job running. Bulk jobs do not carry their SOQL, so it cannot be shown to
-        be this query's and is not adopted: when exactly one job of this user on this object and operation was
-        created since the intent and is still running, it is aborted (it would otherwise be paid for twice over
-        its run); anything less certain is left alone and logged."""
-        intent = store.get(INTENT_KEY)
-        if not isinstance(intent, dict):
-            return
-        store.delete(INTENT_KEY)
-        if store.get(self.external_id_key):  # the job was recorded after all
-            return
-        user = self.hook.client.user_id()
-        if intent.get("spec") != spec or user is None:
-            return
-        since = datetime.fromisoformat(str(intent["at"])) - CLOCK_MARGIN
-        operation = "queryAll" if self.include_deleted else "query"
-        found = self.bulk.jobs_created_since("query", query_shape(soql)[1], operation, since, user)
-        active = [j for j in found if j.active]
-        if len(found) == 1 and active:
-            self.log.warning(
-                "job %s was created by an earlier try that could not record it; it cannot be shown to be this "
-                "query's, so it is aborted and a new one created",
-                active[0].id,
-            )
-            self.bulk.abort("query", active[0].id)
-            self._aborted.append(active[0].id)
-        elif found:
-            self.log.warning(
-                "an earlier try may have created one of these jobs without recording it; they are left as they are: %s",
-                ", ".join(f"{j.id} ({j.state})" for j in found),
-            )
-
-    def _spec(self, soql: str) -> dict[str, Any]:
-        return {
-            "soql": soql,
-            "include_deleted": bool(self.include_deleted),
-            "output": str(self.destination),
-            "format": self.format,
-            "directory": self._directory,
-            "typed": bool(self.typed),
-        }
-
-    # --- the job's life cycle -----------------------------------------------------------------------
-
-    def submit_job(self, context: Any) -> str:
-        soql = self._window_query(self._window(context))
-        store = self._store
-        spec = self._spec(soql)
-        if store is not None:
-            store.set(INTENT_KEY, {"at": datetime.now(UTC).isoformat(), "spec": spec})
+    def _submit(self, engine: QueryEngine) -> str:
         try:
-            job = self.bulk.create_query_job(soql, include_deleted=self.include_deleted)
+            return engine.submit()
         except QueryError as exc:
             raise AirflowFailException(f"Salesforce refused the query: {exc}") from exc
         except SalesforceError as exc:
@@ -365,67 +305,29 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
                     "OFFSET, TYPEOF, FIELDS() and parent-to-child subqueries"
                 ) from exc
             raise
-        crash_point("query.job_created")
-        if store is not None:
-            store.set(SPEC_KEY, spec)
-        self._announce(context, job.id)
-        return job.id
 
-    def _announce(self, context: Any, job_id: str) -> None:
-        self._running_job = job_id
-        self.log.info("Bulk query job %s created on %s", job_id, self.hook.client.login())
-        announce_job(self, context, job_link(self.hook.client.login(), job_id), job_id)
-
-    def get_job_status(self, external_id: Any, context: Any) -> str:
-        try:
-            return self.bulk.job_info("query", str(external_id)).state
-        except NotFoundError:
-            return "Deleted"
-
-    def is_job_active(self, status: str) -> bool:
-        return status in ("UploadComplete", "InProgress")
-
-    def is_job_succeeded(self, status: str) -> bool:
-        return status == "JobComplete"
-
-    def poll_until_complete(self, external_id: Any, context: Any) -> None:
-        job_id = str(external_id)
-        crash_point("query.job_recorded")
-        store = self._store
-        if store is not None and store.get(INTENT_KEY) is not None:  # the job id is recorded: no longer needed
-            store.delete(INTENT_KEY)
-        self._running_job = job_id
-        setattr(self, JOB_URL_ATTR, job_link(self.hook.client.login(), job_id))  # also when re-attached
-        if self.deferrable:
-            info = self.bulk.job_info("query", job_id)
-            if info.active:
-                end = None if self.timeout is None else time.time() + self.timeout
-                self.defer(
-                    trigger=SalesforceBulkJobTrigger(
-                        sfint_conn_id=self.sfint_conn_id,
-                        job_ids=[job_id],
-                        kind="query",
-                        poll_interval=self.poll_interval,
-                        end_time=end,
-                    ),
-                    method_name="execute_complete",
-                    kwargs={"job_id": job_id, "window": self._window_dict()},
-                    timeout=None if self.timeout is None else timedelta(seconds=self.timeout + 60),
-                )
+    def _wait(self, engine: QueryEngine, job_id: str) -> None:
+        """Wait for the job: in the triggerer when deferrable (the window travels with the deferral), else here."""
+        if not self.deferrable:
+            engine.wait(job_id, on_poll=self._polled)
             return
-        try:
-            self.bulk.wait(
-                "query", job_id, poll_interval=self.poll_interval, timeout=self.timeout, on_poll=self._polled
+        if self.bulk.job_info("query", job_id).active:
+            end = None if self.timeout is None else time.time() + self.timeout
+            self.defer(
+                trigger=SalesforceBulkJobTrigger(
+                    sfint_conn_id=self.sfint_conn_id,
+                    job_ids=[job_id],
+                    kind="query",
+                    poll_interval=self.poll_interval,
+                    end_time=end,
+                ),
+                method_name="execute_complete",
+                kwargs={"job_id": job_id, "window": self._window_dict()},
+                timeout=None if self.timeout is None else timedelta(seconds=self.timeout + 60),
             )
-        except BulkJobError as exc:
-            if not (exc.is_timeout and self.incremental_field and self.max_split_depth):
-                raise
 
     def _polled(self, info: JobInfo) -> None:
         self.log.info("Bulk query job %s: %s, %d records so far", info.id, info.state, info.records_processed)
-
-    def get_job_result(self, external_id: Any, context: Any) -> dict[str, Any]:
-        return self._collect(context, str(external_id))
 
     def _window_dict(self) -> dict[str, str] | None:
         return None if self._resolved_window is None else self._resolved_window.as_dict()
@@ -461,174 +363,42 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
             if not (error.is_timeout and self.incremental_field and self.max_split_depth):
                 raise error
         self._calls_at_start = self.hook.client.api_calls
-        self._store = task_store(context)
-        return self._collect(context, job_id)
+        return self._finish(self._engine(context, task_store(context)), job_id)
 
-    # --- results ----------------------------------------------------------------------------------
-
-    def _collect(self, context: Any, job_id: str) -> dict[str, Any]:
-        """Download the job's results (or, after a timeout, its window in halves) and commit the output."""
-        collecting = time.monotonic()
-        started = getattr(self, "_started", collecting)
-        calls_before = getattr(self, "_calls_at_start", self.hook.client.api_calls)
-        window = self._window(context)
-        soql = self._window_query(window)
-        schema = self._schema(soql)
-        store = self._store
-        saved = store.get(PROGRESS_KEY) if store is not None else None
-        progress = saved if isinstance(saved, dict) and saved.get("job_id") == job_id and self._directory else {}
-        output = QueryOutput(
-            self._output_path(),
-            self.format,
-            schema,
-            directory=self._directory,
-            token=job_id,
-            part_rows=self.part_size or (1_000_000 if self._directory else None),
-            parts=progress.get("parts"),
-        )
-        if output.parts:
-            self.log.info("resuming job %s after %d committed part(s)", job_id, len(output.parts))
-        parser = CsvParser(schema)
-        job = self.bulk.job_info("query", job_id)
-        jobs = [job_id]
-        splits = 0
-        records = 0
+    def _finish(self, engine: QueryEngine, job_id: str) -> dict[str, Any]:
+        """Collect the job's rows into the output, then record the summary and the lineage."""
         try:
-            if job.succeeded:
-                records += self._download(job, output, parser, store, progress.get("next_locator"))
-            elif job.error().is_timeout and window is not None and self.max_split_depth:
-                start, end = window.start, window.end
-                self.log.warning("job %s timed out on [%s, %s); splitting the window", job_id, start, end)
-                got, more_jobs, splits = self._split(window, start, end, output, parser, 1)
-                records += got
-                jobs += more_jobs
-            else:
-                raise job.error()
-            crash_point("query.downloaded")
-            files = output.commit()
-            crash_point("query.output_committed")
-        except BaseException:
-            if not self._directory:
-                output.discard()  # a single file cannot be resumed: leave nothing behind
-            raise
-        if self.delete_job_on_success:
-            for j in jobs:
-                self.bulk.delete("query", j)
-        summary = {
-            "job_id": job_id,
-            "job_ids": jobs,
-            "records": output.rows_written,
-            "bytes": sum(p.bytes for p in output.parts),
-            "files": files,
-            "format": self.format,
-            "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
-            "splits": splits,
-            "aborted_jobs": self._aborted,  # created by an earlier try that could not record them
-            "window": None if window is None else window.as_dict(),
-            "api_calls": self.hook.client.api_calls - calls_before,
-            "retries": len(self.hook.client.retries),  # requests retried by this task (503, 429, cut connections...)
-            "seconds": round(time.monotonic() - started, 3),
-            "download_seconds": round(time.monotonic() - collecting, 3),
-        }
+            summary = engine.collect(job_id, on_poll=self._polled)
+        except InputError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        window = self._resolved_window
+        summary["window"] = None if window is None else window.as_dict()
+        summary["seconds"] = round(time.monotonic() - getattr(self, "_started", time.monotonic()), 3)
+        summary["api_calls"] = self.hook.client.api_calls - getattr(self, "_calls_at_start", 0)  # the whole task's
         self.log.info(
             "committed %d records to %d file(s) at %s (%d API calls, %.1f s)",
             summary["records"],
-            len(files),
+            len(summary["files"]),
             self.destination,
             summary["api_calls"],
             summary["seconds"],
         )
-        if store is not None:  # until the next run of the task: a retry after this point returns the summary
-            store.set(COMPLETE_KEY, {"spec": self._spec(soql), "summary": summary})
-            store.delete(PROGRESS_KEY)
-            crash_point("query.summary_recorded")
-        self._running_job = None
+        engine.record_complete(summary)
+        soql = engine.spec.soql
         self._record_lineage(
             [
                 salesforce_dataset(
                     self.hook.client.login(),
                     query_shape(soql)[1],
-                    [(f.name, (f.metadata or {}).get(b"salesforce_type", b"").decode()) for f in schema],
+                    [(f.name, (f.metadata or {}).get(b"salesforce_type", b"").decode()) for f in engine.schema],
                 )
             ],
-            [file_dataset(self.destination, [(f.name, str(f.type)) for f in schema])],
+            [file_dataset(self.destination, [(f.name, str(f.type)) for f in engine.schema])],
         )
         return summary
 
-    def _download(self, job: JobInfo, output: QueryOutput, parser: CsvParser, store: Any, locator: str | None) -> int:
-        start_page = output.pages_committed
-        rows = sum(p.rows for p in output.parts)
-        written_bytes = 0
-        began = last_log = time.monotonic()
-        pages = self.bulk.download(
-            job,
-            parser.parse_chunks,
-            page_size=self.page_size,
-            parallel=self.parallel_pages,
-            start_page=start_page,
-            locator=locator if start_page else None,
-        )
-        for page, table in pages:
-            closed = output.write(table, page.index)
-            rows += page.records
-            written_bytes += page.csv_bytes
-            if closed is not None and store is not None:
-                state = {
-                    "job_id": job.id,
-                    "parts": [p.as_dict() for p in output.parts],
-                    "next_locator": page.next_locator,
-                }
-                store.set(PROGRESS_KEY, state)
-                crash_point("query.part_recorded")
-            now = time.monotonic()
-            if now - last_log >= PROGRESS_EVERY:
-                last_log = now
-                self._progress(rows, job.records_processed, written_bytes, now - began)
-        self._progress(rows, job.records_processed, written_bytes, time.monotonic() - began)
-        return rows
-
-    def _progress(self, rows: int, total: int, csv_bytes: int, seconds: float) -> None:
-        rate = rows / seconds if seconds > 0 else 0.0
-        eta = (total - rows) / rate if rate > 0 and total >= rows else 0.0
-        self.log.info(
-            "downloaded %d of %d records (%.1f MB of CSV) at %.0f records/s; about %.0f s to go",
-            rows,
-            total,
-            csv_bytes / 1e6,
-            rate,
-            eta,
-        )
-
-    def _split(
-        self, window: Window, start: datetime, end: datetime, output: QueryOutput, parser: CsvParser, depth: int
-    ) -> tuple[int, list[str], int]:
-        """Query [start, mid) and [mid, end) as separate jobs into the same output, halving again on timeout."""
-        if depth > self.max_split_depth or (end - start) < timedelta(seconds=2):
-            raise AirflowFailException(
-                f"the query still times out on the window [{start}, {end}) after {depth - 1} split(s); "
-                "make it more selective or raise max_split_depth"
-            )
-        mid = start + (end - start) / 2
-        mid = mid.replace(microsecond=0)
-        records, jobs, splits = 0, [], 1
-        for lo, hi in ((start, mid), (mid, end)):
-            job = self.bulk.create_query_job(self._window_query(window, lo, hi), include_deleted=self.include_deleted)
-            jobs.append(job.id)
-            self._running_job = job.id
-            self.log.info("window [%s, %s) is job %s (split depth %d)", lo, hi, job.id, depth)
-            try:
-                done = self.bulk.wait("query", job.id, poll_interval=self.poll_interval, on_poll=self._polled)
-            except BulkJobError as exc:
-                if not exc.is_timeout:
-                    raise
-                got, more, deeper = self._split(window, lo, hi, output, parser, depth + 1)
-                records, splits = records + got, splits + deeper
-                jobs += more
-                continue
-            records += self._download(done, output, parser, None, None)
-        return records, jobs, splits
-
     def on_kill(self) -> None:
-        if self._running_job:
-            self.log.info("task killed: aborting Bulk query job %s", self._running_job)
-            self.bulk.abort("query", self._running_job)
+        running = self._running.running_job if self._running is not None else None
+        if running:
+            self.log.info("task killed: aborting Bulk query job %s", running)
+            self.bulk.abort("query", running)

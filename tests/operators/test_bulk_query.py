@@ -14,18 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_sfint.client.bulk2 import ResultIntegrityError
+from airflow_provider_sfint.client.errors import ResultIntegrityError
 from airflow_provider_sfint.compat import AirflowFailException
-from airflow_provider_sfint.operators.bulk_query import PROGRESS_KEY, SalesforceBulkQueryOperator
+from airflow_provider_sfint.engines.query import PROGRESS_KEY
+from airflow_provider_sfint.operators.bulk_query import SalesforceBulkQueryOperator
 
 from ..emulator.helpers import Admin
-
-try:
-    from airflow.sdk import ResumableJobMixin  # noqa: F401
-
-    DURABLE = True
-except ImportError:  # Airflow < 3.3: every try submits a new job
-    DURABLE = False
 from .conftest import StateStore, WorkerDied, make_context
 
 COLUMNS = [
@@ -216,7 +210,6 @@ def test_result_pages_without_a_list_fall_back_to_the_locator_walk(conn: str, fr
     assert pq.read_table(tmp_path / "walk.parquet").equals(pq.read_table(tmp_path / "pages.parquet"))
 
 
-@pytest.mark.skipif(not DURABLE, reason="task_state_store and ResumableJobMixin arrived in Airflow 3.3")
 def test_resume_after_the_worker_died_mid_download(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
     """The first try dies after two parts; the retry re-attaches to the same job, keeps the two parts and
     fetches only the pages after them."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from ..conftest import DEMO_RECORDS
 from ..emulator.helpers import Admin, SalesforceHttp
 from ..operators.conftest import load_dag
 from .test_crash_resume import DURABLE
@@ -40,11 +41,17 @@ conn, folder, kind = os.environ["SFINT_CONN_ID"], os.environ["SFINT_CRASH_DIR"],
 args = {"retries": int(os.environ.get("SFINT_CRASH_RETRIES", "2")), "retry_delay": timedelta(seconds=1)}
 start = datetime(2026, 1, 1, tzinfo=timezone.utc)
 with DAG("sfint_points_KIND", schedule="@daily", start_date=start, default_args=args) as dag:
-    if kind.startswith("query"):
+    if kind == "query_split":  # a history load whose job times out: the window is queried in halves
+        SalesforceBulkQueryOperator(task_id="work", soql="SELECT Id, Name FROM Account", output=f"{folder}/out.parquet",
+                                    incremental_field="CreatedDate", window_start=os.environ["SFINT_CRASH_START"],
+                                    window_end=os.environ["SFINT_CRASH_END"], max_split_depth=6, page_size=20,
+                                    parallel_pages=1, poll_interval=0.2, sfint_conn_id=conn)
+    elif kind.startswith("query"):
         soql = os.environ.get("SFINT_CRASH_SOQL", "SELECT Id, Name FROM Account")
         SalesforceBulkQueryOperator(task_id="work", soql=soql,
                                     output=f"{folder}/out/" if kind == "query_dir" else f"{folder}/out.parquet",
-                                    page_size=20, parallel_pages=1, part_size=40, poll_interval=0.2, sfint_conn_id=conn)
+                                    page_size=20, parallel_pages=1, part_size=40 if kind == "query_dir" else None,
+                                    poll_interval=0.2, sfint_conn_id=conn)
     elif kind in ("insert", "upsert", "insert_locks"):
         SalesforceBulkIngestOperator(task_id="work", object="Account", operation=kind.split("_")[0],
                                      external_id_field="External_Id__c" if kind == "upsert" else None,
@@ -93,6 +100,7 @@ POINTS: dict[str, list[str]] = {
     "upsert": INGEST,
     "composite": INGEST,
     "insert_locks": FOLLOW_UP,
+    "query_split": ["query.split_job_recorded", "query.split_downloaded"],
 }
 #: Killed again in the retry: the points a retry passes once more (not those it skips because the earlier try got
 #: past them: a finished job is collected without waiting, a recorded summary is returned as it is).
@@ -172,6 +180,55 @@ def _check_query(kind: str, tmp: Path, org: Admin, url: str, orphaned: bool = Fa
     assert states == (["Aborted", "JobComplete"] if orphaned else ["JobComplete"]), states
 
 
+def _check_split(tmp: Path, org: Admin, url: str) -> None:
+    """Every row once, though the window was queried in halves; the halves the killed try had created were used
+    again (no job is still running, and there is no second copy of any half)."""
+    live = sorted(r["Id"] for r in org.records("Account", include_deleted=False))
+    ids = pq.read_table(tmp / "out.parquet").column("Id").to_pylist()
+    assert sorted(ids) == live
+    jobs = _jobs(url, "query")
+    assert not [j for j in jobs if j["state"] in ("UploadComplete", "InProgress")], jobs
+    complete = [j for j in jobs if j["state"] == "JobComplete"]
+    assert len(jobs) - len(complete) >= 1 and len(complete) >= 2  # the timed-out job, and its halves
+
+
+REFERENCES: dict[str, tuple[Any, int]] = {}
+
+
+def _output(kind: str, tmp: Path) -> Any:
+    """A query's output as compared with an uninterrupted run: a single file's bytes, a directory's rows."""
+    if kind != "query_dir":
+        return (tmp / "out.parquet").read_bytes()
+    manifest = json.loads((tmp / "out" / "_SUCCESS").read_text())
+    return pa.concat_tables([pq.read_table(tmp / "out" / f["name"]) for f in manifest["files"]]).to_pylist()
+
+
+def _reference(
+    kind: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, conn: str, org: Admin, url: str
+) -> tuple[Any, int]:
+    """What an uninterrupted run of ``kind`` gives on the seeded org (once per kind): its output and its job
+    count. The org is seeded again afterwards."""
+    if kind not in REFERENCES:
+        tmp.mkdir()
+        env: dict[str, str] = {}
+        if kind == "query_split":
+            org.set("bulk", query_timeout_rows=len(org.records("Account", include_deleted=False)) // 3)
+            env = _split_window(org)
+        elif not kind.startswith("query"):
+            _input(tmp)
+        _run(kind, tmp, monkeypatch, conn, None, **env)
+        jobs = len(_jobs(url, "query" if kind.startswith("query") else "ingest"))
+        REFERENCES[kind] = (_output(kind, tmp) if kind.startswith("query") else None, jobs)
+        org.reset(seed="demo", records=DEMO_RECORDS)
+    return REFERENCES[kind]
+
+
+def _split_window(org: Admin) -> dict[str, str]:
+    stamps = sorted(r["CreatedDate"] for r in org.records("Account", include_deleted=False))
+    last = datetime.fromisoformat(stamps[-1][:19] + "+00:00") + timedelta(seconds=1)
+    return {"SFINT_CRASH_START": stamps[0][:19] + "Z", "SFINT_CRASH_END": last.isoformat()}
+
+
 def _input(tmp: Path, n: int = ROWS) -> list[str]:
     keys = [f"CP-{i:04d}" for i in range(n)]
     names = [f"Crash point {i} " + "x" * 40 for i in range(n)]
@@ -228,18 +285,32 @@ def test_killed_at_a_crash_point(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    reference = _reference(kind, tmp_path / "reference", monkeypatch, conn, fresh_org, emulator_url)
     keys = [] if kind.startswith("query") else _input(tmp_path)
     if point == ORPHANED:
         fresh_org.set("bulk", query_latency=8)  # the orphan still runs when the retry looks for it
+    env: dict[str, str] = {}
     if kind == "insert_locks":
         fresh_org.faults({"kind": "lock_row", "rate": 0.3, "path": "/jobs/ingest"}, seed=5)
-    _run(kind, tmp_path, monkeypatch, conn, point, times, store=store)
-    if kind.startswith("query"):
+    if kind == "query_split":
+        fresh_org.set("bulk", query_timeout_rows=len(fresh_org.records("Account", include_deleted=False)) // 3)
+        env = _split_window(fresh_org)
+    _run(kind, tmp_path, monkeypatch, conn, point, times, store=store, **env)
+    if kind == "query_split":
+        _check_split(tmp_path, fresh_org, emulator_url)
+    elif kind.startswith("query"):
         _check_query(kind, tmp_path, fresh_org, emulator_url, orphaned=point == ORPHANED)
     elif kind == "insert_locks":
         _check_follow_ups(keys, fresh_org, emulator_url, tmp_path)
     else:
         _check_ingest(keys, fresh_org, emulator_url)
+    # identical to an uninterrupted run: the same bytes (a single file) or the same table (parts), in as many jobs
+    if kind.startswith("query"):
+        assert _output(kind, tmp_path) == reference[0], "the output differs from an uninterrupted run's"
+    if kind != "insert_locks":
+        assert len(_jobs(emulator_url, "query" if kind.startswith("query") else "ingest")) == reference[1] + (
+            point == ORPHANED
+        ), "more jobs than an uninterrupted run"
     if store == "state_path":  # the document of the task instance holds the summary a retry would return
         (document,) = (tmp_path / "state").rglob("*.json")
         values = json.loads(document.read_text())["values"]
