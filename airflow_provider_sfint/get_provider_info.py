@@ -175,4 +175,22 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_sfint.links.SalesforceJobLink"],
+        "config": {
+            "sfint": {
+                "description": "Salesforce (sfint) provider settings.",
+                "options": {
+                    "state_path": {
+                        "description": "Where each task instance keeps its progress between tries (job ids, "
+                        "committed parts, the summary of finished work): one JSON document per task instance "
+                        "under this ObjectStoragePath, reachable from every worker. Makes a retried task resume "
+                        "its Bulk jobs on every Airflow version; empty uses Airflow 3.3's task_state_store "
+                        "(and, on 3.1 and 3.2, no resume).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://aws_default@my-bucket/airflow/sfint-state",
+                        "default": "",
+                    }
+                },
+            }
+        },
     }

@@ -6,6 +6,7 @@ small demo org; tests that write and need a known state use ``fresh_org`` to res
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="sfint-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
@@ -140,3 +142,41 @@ def execution_api(airflow_db: None) -> Iterator[str]:
             os.environ.pop("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", None)
         else:
             os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = previous
+
+
+S3_CONN = "aws_moto"
+BUCKET = "lake"
+
+
+@pytest.fixture(scope="session")
+def s3_lake() -> Iterator[Any]:
+    """moto's S3 server on a free loopback port, a bucket, and an Airflow AWS connection pointing at it (for
+    ``s3://aws_moto@lake/...`` paths); the filesystem object reads what the tasks wrote."""
+    pytest.importorskip("moto.server", reason="needs moto[server] (the dev extra)")
+    s3fs = pytest.importorskip("s3fs", reason="needs apache-airflow-providers-amazon[s3fs] (the dev extra)")
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    conn = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    previous = os.environ.get("AIRFLOW_CONN_AWS_MOTO")
+    os.environ["AIRFLOW_CONN_AWS_MOTO"] = json.dumps(conn)
+    try:
+        fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": endpoint})
+        fs.mkdir(BUCKET)
+        yield fs
+    finally:
+        if previous is None:
+            os.environ.pop("AIRFLOW_CONN_AWS_MOTO", None)
+        else:
+            os.environ["AIRFLOW_CONN_AWS_MOTO"] = previous
+        server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ def _blocks(name: str) -> list[str]:
     ("doc", "index"),
     [
         ("client.md", 0),
+        ("client.md", 1),
         ("emulator.md", 0),
         ("bulk-query.md", 0),
         ("bulk-query.md", 1),
@@ -65,6 +67,26 @@ def test_ingest_doc_example_runs(monkeypatch: pytest.MonkeyPatch, emulator_url: 
     names = {r["External_Id__c"]: r["Name"] for r in fresh_org.records("Account") if r.get("External_Id__c")}
     assert (names["DOC-1"], names["DOC-2"]) == ("Acme", "Globex")
     assert (names["CMP-DOC-1"], names["CMP-DOC-2"]) == ("Acme", "Globex")
+
+
+def test_object_storage_doc_example_runs(
+    monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin, s3_lake: Any
+) -> None:
+    """The S3 how-to, against moto's S3 server standing in for the MinIO endpoint the page names."""
+    import json
+
+    from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
+
+    extra = {"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SFINT_DEFAULT", json.dumps({"conn_type": "sfint", "host": emulator_url, "extra": extra})
+    )
+    endpoint = s3_lake.client_kwargs["endpoint_url"]
+    code = _blocks("object-storage.md")[0].replace("http://127.0.0.1:9000", endpoint)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_LAKE", "")  # the example sets it; monkeypatch restores it afterwards
+    exec(compile(code, "object-storage.md[0]", "exec"), {"__name__": "__docs__"})
+    manifest = json.loads(s3_lake.cat("lake/raw/accounts/_SUCCESS"))
+    assert manifest["rows"] == len(fresh_org.records("Account", include_deleted=False))
 
 
 def test_performance_page_matches_the_recorded_results() -> None:

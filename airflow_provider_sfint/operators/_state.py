@@ -57,9 +57,10 @@ def state_file(root: str, context: Any) -> Any:
 
 
 def task_store(context: Any) -> StateStore | None:
-    """The store for this task instance's progress (see the module docstring), or None."""
+    """The store for this task instance's progress (see the module docstring), or None. An operator run outside
+    Airflow (``execute({})`` in a script) has no task instance, so no state file."""
     root = conf.get(*STATE_PATH_OPTION, fallback="") or ""
-    if root.strip():
+    if root.strip() and context.get("ti") is not None:  # a task instance to name the document after
         return FileStateStore(state_file(root.strip(), context))
     store = context.get("task_state_store")
     return store if store is not None else None
