@@ -152,8 +152,7 @@ BUCKET = "lake"
 def s3_lake() -> Iterator[Any]:
     """moto's S3 server on a free loopback port, a bucket, and an Airflow AWS connection pointing at it (for
     ``s3://aws_moto@lake/...`` paths); the filesystem object reads what the tasks wrote."""
-    pytest.importorskip("moto.server", reason="needs moto[server] (the dev extra)")
-    s3fs = pytest.importorskip("s3fs", reason="needs apache-airflow-providers-amazon[s3fs] (the dev extra)")
+    import s3fs  # the dev extra installs both (apache-airflow-providers-amazon[s3fs], moto[server])
     from moto.server import ThreadedMotoServer
 
     with socket.socket() as sock:

@@ -8,10 +8,14 @@ left this machine.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -395,3 +399,19 @@ def send_graph(client: SalesforceClient, builder: GraphBuilder) -> dict[str, Gra
         responses = parse_composite(item.get("graphResponse") or {}, len(builder.graphs[gid]))
         out[gid] = GraphResult(gid, bool(item.get("isSuccessful")), CompositeResult(responses))
     return out
+
+
+def json_value(value: Any) -> Any:
+    """A value as Salesforce's JSON takes it (ISO dates and datetimes in UTC with milliseconds)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dtime):
+        return value.strftime("%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if isinstance(value, Decimal):
+        return float(value)
+    return value

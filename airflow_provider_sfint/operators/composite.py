@@ -4,12 +4,8 @@ ones handed to the Bulk ingest path, per-record results mapped back to the input
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
-from datetime import time as dtime
-from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -17,7 +13,7 @@ import pyarrow as pa
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from ..client.arrowio import NULL_POLICIES, iter_source
-from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
+from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult, json_value
 from ..client.errors import NotFoundError, did_you_mean
 from ..compat import AirflowFailException
 from ..engines.files import write_failed_rows
@@ -30,22 +26,6 @@ from ._state import start_execution
 DEDUPE_CHOICES = (None, "last")
 #: How many offending rows an input error names (the count says how many there are in all).
 SHOWN = 5
-
-
-def json_value(value: Any) -> Any:
-    """A value as Salesforce's JSON takes it (ISO dates and datetimes in UTC with milliseconds)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, datetime):
-        value = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dtime):
-        return value.strftime("%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
 
 
 class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):

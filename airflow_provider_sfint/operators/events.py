@@ -10,12 +10,11 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
 from ..client.arrowio import iter_source
-from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult
+from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult, json_value
 from ..client.rest import sobject_request
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin
-from .composite import json_value
 
 #: Salesforce answers a published event with success and this "error": the event was queued.
 ENQUEUED = "OPERATION_ENQUEUED"
