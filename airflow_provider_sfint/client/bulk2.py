@@ -25,7 +25,13 @@ from typing import Any, TypeVar
 import httpx
 
 from .auth import ClientConfig
-from .errors import BulkJobError, BulkJobTimeout, NotFoundError, ResultIntegrityError, SalesforceError
+from .errors import (
+    BulkJobError,
+    BulkJobTimeout,
+    NotFoundError,
+    ResultIntegrityError,
+    SalesforceError,
+)
 from .rest import AsyncSalesforceClient, SalesforceClient
 from .transport import ApiRequest
 
@@ -209,7 +215,6 @@ def _results_url(config: ClientConfig, job_id: str, locator: str | None, page_si
 INGEST_OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
 RESULT_KINDS = ("successfulResults", "failedResults", "unprocessedrecords")
 MAX_UPLOAD_BYTES = 100_000_000  # Salesforce's advice; the hard cap is 150 MB after base64
-TRANSIENT_ROW_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW", "API_TEMPORARILY_UNAVAILABLE", "SERVER_UNAVAILABLE"})
 
 
 def create_ingest_request(

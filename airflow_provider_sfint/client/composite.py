@@ -20,12 +20,11 @@ from typing import Any
 from urllib.parse import quote
 
 from .auth import ClientConfig
-from .errors import CompositeError
+from .errors import TRANSIENT_ROW_ERRORS, CompositeError
 from .rest import SalesforceClient, _object
 from .transport import ApiRequest
 
 COLLECTION_LIMIT = 200
-TRANSIENT_RECORD_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW", "API_TEMPORARILY_UNAVAILABLE", "SERVER_UNAVAILABLE"})
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class RecordResult:
 
     @property
     def transient(self) -> bool:
-        return not self.success and self.error_code in TRANSIENT_RECORD_ERRORS
+        return not self.success and self.error_code in TRANSIENT_ROW_ERRORS
 
     def describe_errors(self) -> str:
         return "; ".join(

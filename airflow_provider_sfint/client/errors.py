@@ -7,6 +7,10 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+#: Row (record) errors that a second attempt may pass: a lock held by another transaction, a moment of
+#: unavailability. Bulk follow-up jobs and Collections retries run those rows once more; nothing else is retried.
+TRANSIENT_ROW_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW", "API_TEMPORARILY_UNAVAILABLE", "SERVER_UNAVAILABLE"})
+
 QUERY_ERROR_CODES = frozenset(
     {
         "MALFORMED_QUERY",

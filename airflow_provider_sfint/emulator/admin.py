@@ -94,6 +94,7 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
                 "api_max": em.limits.api_max,
                 "token_calls": em.auth.token_calls,
                 "events": len(em.store.events()),
+                "requests_in_flight": len(em.limits.in_flight),
             }
         )
     if head == "events":

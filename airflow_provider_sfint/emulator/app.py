@@ -82,7 +82,7 @@ class Emulator:
         self.limits = Limits()
         self.limits.update(dict(self.org.limits))
         self.faults = Faults()
-        self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)))
+        self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)), clock=self.clock.time)
         self.counters: Counter[str] = Counter()
         self.settings: dict[str, Any] = {"upsert_update_204": False, "instance_url": None}
         self.org_id = make_id("00D", 1)
@@ -111,7 +111,7 @@ class Emulator:
         if not keep:
             self.store.reset()
         self.bulk.reset()
-        self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)))
+        self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)), clock=self.clock.time)
         self.limits = Limits()
         self.limits.update(dict(self.org.limits))
         self.settings = {"upsert_update_204": False, "instance_url": None}

@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +59,9 @@ def load_public_key(pem: bytes) -> Any:
 class Authority:
     """Issues and checks access tokens; holds connected apps, users' passwords and refresh tokens."""
 
-    def __init__(self, settings: AuthSettings | None = None) -> None:
+    def __init__(self, settings: AuthSettings | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings or AuthSettings()
+        self.clock = clock  # the emulator's settable clock: sessions idle out on it (tests move it)
         self.apps: dict[str, ConnectedApp] = {}
         self.users: dict[str, str] = {}  # username -> user id
         self.passwords: dict[str, str] = {}
@@ -89,7 +91,7 @@ class Authority:
     def _mint(self, username: str, client_id: str, org_id: str) -> str:
         token = f"{org_id[:15]}!AQ{secrets.token_urlsafe(72)}"
         with self._lock:
-            self.tokens[token] = Token(self.users[username.lower()], username, client_id, time.monotonic())
+            self.tokens[token] = Token(self.users[username.lower()], username, client_id, self.clock())
             self.issued.append(token)
         return token
 
@@ -101,7 +103,7 @@ class Authority:
             info = self.tokens.get(token)
             if info is None:
                 return None
-            now = time.monotonic()
+            now = self.clock()
             limit = self.settings.expire_after_requests
             if now - info.last_used > self.settings.idle_timeout or (limit is not None and info.uses >= limit):
                 del self.tokens[token]

@@ -49,9 +49,10 @@ from ..client.arrowio import (
     read_text_csv,
 )
 from ..client.arrowio.preflight import preflight
-from ..client.bulk2 import INGEST_OPERATIONS, MAX_UPLOAD_BYTES, TRANSIENT_ROW_ERRORS, Bulk2, JobInfo, parse_row_error
+from ..client.bulk2 import INGEST_OPERATIONS, MAX_UPLOAD_BYTES, Bulk2, JobInfo, parse_row_error
 from ..client.crashpoints import crash_point
 from ..client.errors import (
+    TRANSIENT_ROW_ERRORS,
     BulkJobError,
     InputError,
     NotFoundError,

@@ -178,16 +178,18 @@ def test_item9_password_flow_disabled_by_default(emulator_url: str, admin: Admin
 
 
 def test_item10_sliding_idle_expiry(emulator_url: str, admin: Admin) -> None:
-    admin.settings(token_idle_seconds=1.5)
+    """The session idles out on the emulator's clock, which the test moves (no sleeping)."""
+    admin.settings(token_idle_seconds=1800)
     try:
         with SalesforceHttp.login(emulator_url) as sf:
-            for _ in range(4):  # activity keeps the session alive past the idle timeout
-                time.sleep(0.5)
+            for step in range(1, 5):  # activity every 20 minutes keeps the session alive past 30 idle minutes
+                admin._call("PUT", "clock", json={"offset_seconds": step * 1200})
                 assert sf.get("limits").status_code == 200
-            time.sleep(2.0)
+            admin._call("PUT", "clock", json={"offset_seconds": 4 * 1200 + 1801})
             r = sf.get("limits")
             assert r.status_code == 401
     finally:
+        admin._call("PUT", "clock", json={"offset_seconds": 0})
         admin.settings(token_idle_seconds=7200)
 
 

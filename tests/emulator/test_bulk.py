@@ -22,8 +22,9 @@ def _wait(sf: SalesforceHttp, kind: str, job_id: str, timeout: float = 30) -> di
     deadline = time.monotonic() + timeout
     while True:
         info = sf.get(f"jobs/{kind}/{job_id}").json()
-        if info["state"] in ("JobComplete", "Failed", "Aborted") or time.monotonic() > deadline:
+        if info["state"] in ("JobComplete", "Failed", "Aborted"):
             return dict(info)
+        assert time.monotonic() < deadline, f"job {job_id} still {info['state']} after {timeout} s"
         time.sleep(0.05)
 
 

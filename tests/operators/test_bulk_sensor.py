@@ -57,10 +57,10 @@ def test_failed_job_fails_the_sensor_and_soft_fail_skips(conn: str, fresh_org: A
     fresh_org.set("bulk", query_timeout_rows=1)
     job_id = _job(conn)
     bulk = Bulk2(SalesforceHook(sfint_conn_id=conn).client)
-    for _ in range(200):
-        if bulk.job_info("query", job_id).state == "Failed":
-            break
+    deadline = time.monotonic() + 10
+    while bulk.job_info("query", job_id).state != "Failed" and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert bulk.job_info("query", job_id).state == "Failed"
     sensor = SalesforceBulkJobSensor(task_id="s", job_id=job_id, kind="query", sfint_conn_id=conn, poke_interval=0.1)
     with pytest.raises(AirflowFailException, match="QUERY_TIMEOUT"):
         sensor.execute(make_context())

@@ -115,7 +115,6 @@ def test_composite_routed_to_bulk_reports_the_bulk_lineage(conn: str, tmp_path: 
 
 
 def test_dataset_naming_and_no_lineage_before_a_run() -> None:
-    assert file_dataset("s3://lake/raw/accounts.parquet") == file_dataset("s3://lake/raw/accounts.parquet")
     ref = file_dataset("s3://lake/raw/accounts.parquet")
     assert (ref.namespace, ref.name) == ("s3://lake", "raw/accounts.parquet")
     assert (
