@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .clock import format_datetime, stored_to_json
+from .clock import format_datetime
 from .dml import MultipleMatches, ValueTypeError, Writer, coerce, sf_trim
 from .errors import ApiError, RecordError, not_found
 from .ids import make_id, to18
-from .render import number_text
+from .render import csv_renderer
 from .routing import Req, Resp, Router
 from .schema import FieldDef, ObjectDef
 from .soql import CompiledQuery
@@ -140,24 +140,6 @@ def decode_locator(locator: str) -> int | None:
         return int(text) if text.isdigit() else None
     except ValueError:
         return None
-
-
-def csv_value(f: FieldDef, value: Any) -> str:
-    """A stored value as Bulk CSV text (null as empty)."""
-    if value is None:
-        return ""
-    t = f.type
-    if t == "boolean":
-        return "true" if value else "false"
-    if t == "int":
-        return str(int(value))
-    if t in ("double", "currency", "percent"):
-        return number_text(f, value)
-    if t == "datetime":
-        return stored_to_json(value).replace("+0000", "Z")
-    if t == "time":
-        return value + (".000Z" if len(value) == 8 else "Z")
-    return str(value)
 
 
 class Bulk:
@@ -453,7 +435,7 @@ class Bulk:
 
         job.header = line([name for name, _ in cq.columns])
         fields = [f for _, f in cq.columns]
-        pairs = list(zip(fields, cq.column_index, strict=True))
+        pairs = [(csv_renderer(f), i) for f, i in zip(fields, cq.column_index, strict=True)]
         offsets = array("q")
         position = 0
         with open(self.folder(job) / "result.csv", "wb") as out:
@@ -462,7 +444,7 @@ class Bulk:
                     return
                 parts = []
                 for row in rows:
-                    data = line([csv_value(f, row[i]) for f, i in pairs])
+                    data = line([render(row[i]) for render, i in pairs])
                     offsets.append(position)
                     position += len(data)
                     parts.append(data)

@@ -37,26 +37,33 @@ def number_text(f: FieldDef, value: Any) -> str:
     return f"{float(value):.{f.scale}f}" if f.scale else java_double(float(value))
 
 
-def _null_or(fn: Callable[[Any], str]) -> Callable[[Any], str]:
-    return lambda v: "null" if v is None else fn(v)
+def _scalar(f: FieldDef, zone: str) -> Callable[[Any], str] | None:
+    """The text of one stored, non-null value of ``f`` for the types Salesforce formats (None: text as it is).
+    Written once for both outputs; ``zone`` is how a datetime ends (``+0000`` in JSON, ``Z`` in Bulk CSV)."""
+    t = f.type
+    if t == "boolean":
+        return lambda v: "true" if v else "false"
+    if t == "int":
+        return lambda v: str(int(v))
+    if t in ("double", "currency", "percent"):
+        if f.scale:
+            fmt = f"{{:.{f.scale}f}}".format
+            return lambda v: fmt(float(v))
+        return lambda v: java_double(float(v))
+    if t == "datetime":
+        return lambda v: v[:-1] + zone  # stored as ...000Z
+    if t == "time":
+        return lambda v: v + (".000Z" if len(v) == 8 else "Z")
+    return None
 
 
 def value_renderer(f: FieldDef) -> Callable[[Any], str]:
     """A function rendering one stored value of ``f`` as JSON text (chosen once per column)."""
-    t = f.type
-    if t == "boolean":
-        return lambda v: "null" if v is None else ("true" if v else "false")
-    if t == "int":
-        return _null_or(lambda v: str(int(v)))
-    if t in ("double", "currency", "percent"):
-        if f.scale:
-            fmt = f"{{:.{f.scale}f}}".format
-            return _null_or(lambda v: fmt(float(v)))
-        return _null_or(lambda v: java_double(float(v)))
-    if t == "datetime":
-        return _null_or(lambda v: '"' + v[:-1] + '+0000"')
-    if t == "time":
-        return _null_or(lambda v: '"' + v + ('.000Z"' if len(v) == 8 else 'Z"'))
+    scalar = _scalar(f, "+0000")
+    if scalar is not None:
+        if f.type in ("datetime", "time"):
+            return lambda v: "null" if v is None else '"' + scalar(v) + '"'
+        return lambda v: "null" if v is None else scalar(v)
     encode = json.encoder.encode_basestring
 
     def text(v: Any) -> str:
@@ -67,22 +74,17 @@ def value_renderer(f: FieldDef) -> Callable[[Any], str]:
     return text
 
 
+def csv_renderer(f: FieldDef) -> Callable[[Any], str]:
+    """A function rendering one stored value of ``f`` as Bulk CSV text, null as empty (chosen once per column)."""
+    scalar = _scalar(f, "Z")
+    if scalar is None:
+        return lambda v: "" if v is None else str(v)
+    return lambda v: "" if v is None else scalar(v)
+
+
 def render_value(f: FieldDef, value: Any) -> str:
     """One stored value as JSON text."""
-    if value is None:
-        return "null"
-    t = f.type
-    if t == "boolean":
-        return "true" if value else "false"
-    if t == "int":
-        return str(int(value))
-    if t in ("double", "currency", "percent"):
-        return number_text(f, value)
-    if t == "datetime":
-        return '"' + value[:-1] + '+0000"'
-    if t == "time":
-        return '"' + value + ('.000Z"' if len(value) == 8 else 'Z"')
-    return _dumps(value)
+    return value_renderer(f)(value)
 
 
 def attributes(obj: ObjectDef, record_id: str | None, version: str) -> str:
