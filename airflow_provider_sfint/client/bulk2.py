@@ -5,6 +5,9 @@ triggers. Result pages come from ``resultPages`` (API 58+, several at once) or f
 and every page is checked before anyone sees its rows: ``Sforce-NumberOfRecords`` must match the rows
 parsed, a missing or repeated locator is an error (several peers loop forever on those), and a page
 that arrives short is fetched again from its own URL.
+
+A little over 600 lines because the request builders, the sync client and the async helpers belong together:
+both clients send what the same builders make, and splitting them would separate a request from its parser.
 """
 
 from __future__ import annotations

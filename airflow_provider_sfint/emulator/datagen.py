@@ -25,6 +25,7 @@ from .dml import sf_trim
 from .ids import make_id, make_ids
 from .schema import STAGES, FieldDef, ObjectDef, Org, load_org
 from .store import Store
+from .wordlists import ADJECTIVES, CITIES, FIRST, LAST, NOUNS, STREETS, SUFFIXES, TITLES
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -34,119 +35,6 @@ log = logging.getLogger(__name__)
 CHUNK = 50_000
 PARALLEL_THRESHOLD = 200_000
 TWO_YEARS = 730 * 86400
-
-ADJECTIVES = [
-    "Global",
-    "United",
-    "Pacific",
-    "Northern",
-    "Blue",
-    "Bright",
-    "Summit",
-    "Pioneer",
-    "Atlas",
-    "Vertex",
-    "Silver",
-    "Granite",
-    "Evergreen",
-    "Harbor",
-    "Quantum",
-    "Crescent",
-    "Redwood",
-    "Sterling",
-    "Apex",
-    "Nova",
-]
-NOUNS = [
-    "Dynamics",
-    "Logistics",
-    "Foods",
-    "Energy",
-    "Systems",
-    "Health",
-    "Partners",
-    "Industries",
-    "Labs",
-    "Holdings",
-    "Media",
-    "Motors",
-    "Analytics",
-    "Retail",
-    "Capital",
-    "Networks",
-    "Pharma",
-    "Textiles",
-]
-SUFFIXES = ["Inc.", "LLC", "Ltd", "GmbH", "S.A.", "Corp.", "Group", "plc", "AG", "KK"]
-FIRST = [
-    "Ada",
-    "Kwame",
-    "Mei",
-    "Olga",
-    "Ravi",
-    "Sofia",
-    "Tariq",
-    "Yuki",
-    "Lena",
-    "Diego",
-    "Amara",
-    "Jonas",
-    "Priya",
-    "Mateo",
-    "Chloe",
-    "Ibrahim",
-    "Noor",
-    "Elena",
-    "Kenji",
-    "Zanele",
-]
-LAST = [
-    "Okafor",
-    "Lindqvist",
-    "Nakamura",
-    "Haddad",
-    "Fernandes",
-    "Kowalski",
-    "Mbeki",
-    "O'Brien",
-    "Rossi",
-    "Chen",
-    "Dubois",
-    "Singh",
-    "Novak",
-    "García",
-    "Müller",
-    "Andersen",
-    "Petrov",
-    "Adeyemi",
-    "Tanaka",
-    "Walsh",
-]
-CITIES = [
-    ("London", "", "GB"),
-    ("Paris", "", "FR"),
-    ("Berlin", "", "DE"),
-    ("Austin", "TX", "US"),
-    ("Seattle", "WA", "US"),
-    ("Toronto", "ON", "CA"),
-    ("Lagos", "", "NG"),
-    ("Tokyo", "", "JP"),
-    ("São Paulo", "SP", "BR"),
-    ("Sydney", "NSW", "AU"),
-    ("Mumbai", "MH", "IN"),
-    ("Zürich", "", "CH"),
-]
-STREETS = [
-    "1 Main St",
-    "22 Harbour Rd",
-    "350 Fifth Avenue",
-    "10 Downing St",
-    "5 Rue de Rivoli",
-    "Unter den Linden 7",
-    "12 Queen St W",
-    "Suite 400\n88 Market St",
-]
-TITLES = ["CEO", "CFO", "VP Sales", "Data Engineer", "Analyst", "Procurement Manager", "CTO", "Head of Ops"]
 
 
 def _day_string(day: int, cache: dict[int, str]) -> str:

@@ -15,7 +15,7 @@ from .ids import make_id
 from .render import _dumps, attributes, java_double, render_value
 from .schema import Org
 from .soql import CompiledQuery, compile_soql
-from .soql.compiler import ChildOut, ChildPlan, FieldOut, Node, ParentOut
+from .soql.plan import ChildOut, ChildPlan, FieldOut, Node, ParentOut
 from .store import Store
 
 CURSOR_IDLE_SECONDS = 15 * 60

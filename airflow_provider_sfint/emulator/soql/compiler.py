@@ -3,14 +3,17 @@
 A query is parsed with the lark grammar next to this file, checked against the org's schema (with
 Salesforce's error codes and messages), and turned into one SQL statement plus a *plan* that says
 how each result row becomes a nested JSON record (or a flat CSV row for Bulk queries).
+
+The plan's types live in ``plan.py`` and the date literals in ``dates.py``; this module stays a little over
+600 lines because the :class:`Compiler` is one walk over the grammar's tree whose steps share its scopes
+(joins, aliases, the parent depth), and splitting it would pass those between modules.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,9 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..errors import ApiError
 from ..ids import to18
-from ..render import value_renderer
 from ..schema import FieldDef, ObjectDef, Org
+from .dates import parse_datetime_literal, relative_range
+from .plan import AggOut, ChildOut, ChildPlan, CompiledQuery, FieldOut, Node, ParentOut
 
 AGGREGATES = {"COUNT", "COUNT_DISTINCT", "SUM", "AVG", "MIN", "MAX"}
 MAX_PARENT_DEPTH = 5
@@ -78,136 +82,6 @@ def unescape(text: str, like: bool = False) -> str:
         out.append(ch)
         i += 1
     return "".join(out)
-
-
-# --- plan ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class FieldOut:
-    key: str
-    field: FieldDef
-    index: int
-    prefix: str = ""  # '"Key":' -- precomputed JSON member prefix
-    render: Callable[[Any], str] = str
-
-    def __post_init__(self) -> None:
-        self.prefix = f'"{self.key}":'
-        self.render = value_renderer(self.field)
-
-
-@dataclass
-class ParentOut:
-    key: str
-    node: Node
-
-
-@dataclass
-class ChildOut:
-    key: str
-    plan: ChildPlan
-
-
-@dataclass
-class Node:
-    """How one (possibly nested) record is rendered from a flat SQL row."""
-
-    obj: ObjectDef
-    id_index: int
-    entries: list[FieldOut | ParentOut | ChildOut] = field(default_factory=list)
-    flat: list[tuple[str, int, Callable[[Any], str]]] | None = None  # set when entries are all plain fields
-
-    def finish(self) -> None:
-        """Precompute the fast path for nodes with plain fields only (recursively)."""
-        for e in self.entries:
-            if isinstance(e, ParentOut):
-                e.node.finish()
-        if all(isinstance(e, FieldOut) for e in self.entries):
-            self.flat = [(e.prefix, e.index, e.render) for e in self.entries if isinstance(e, FieldOut)]
-
-    def parent(self, key: str) -> Node | None:
-        for e in self.entries:
-            if isinstance(e, ParentOut) and e.key == key:
-                return e.node
-        return None
-
-
-@dataclass
-class ChildPlan:
-    relationship: str
-    query: CompiledQuery
-    fk_index: int  # position of the foreign key column in the child query's SQL row
-    limit: int | None
-
-
-@dataclass
-class AggOut:
-    key: str
-    index: int
-    field: FieldDef | None  # None for COUNT / COUNT_DISTINCT
-    func: str
-
-
-@dataclass
-class CompiledQuery:
-    soql: str
-    obj: ObjectDef
-    sql_select: str  # "SELECT ... FROM ... JOIN ..." (no WHERE)
-    where_sql: str
-    params: list[Any]
-    order_sql: str
-    limit: int | None
-    offset: int | None
-    root: Node
-    columns: list[tuple[str, FieldDef]]  # flat output columns in SELECT order (dotted names)
-    children: list[ChildPlan]
-    aggregate: bool = False
-    count_only: bool = False
-    group_sql: str = ""
-    having_sql: str = ""
-    having_params: list[Any] = field(default_factory=list)
-    agg_outputs: list[AggOut] = field(default_factory=list)
-    has_subquery: bool = False
-    has_typeof: bool = False
-    has_fields_fn: bool = False
-    has_offset: bool = False
-    include_deleted: bool = False
-    alias: str = "t0"
-    select_exprs: str = ""
-    selects: list[str] = field(default_factory=list)  # the select list, one SQL expression per entry
-    from_sql: str = ""
-    column_index: list[int] = field(default_factory=list)  # SQL row position of each entry of ``columns``
-    fk_index: int = -1  # child subqueries: position of the foreign key to the parent
-
-    def sql(
-        self,
-        *,
-        extra_where: str = "",
-        include_deleted: bool | None = None,
-        select: str | None = None,
-        paged: bool = False,
-    ) -> str:
-        """The full statement; ``select`` replaces the select list, ``paged`` adds LIMIT/OFFSET."""
-        deleted = self.include_deleted if include_deleted is None else include_deleted
-        clauses = [] if deleted else [f'{self.alias}."IsDeleted" = 0']
-        if self.where_sql:
-            clauses.append(f"({self.where_sql})")
-        if extra_where:
-            clauses.append(extra_where)
-        sql = f"SELECT {select} {self.from_sql}" if select else self.sql_select
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        if self.group_sql:
-            sql += " GROUP BY " + self.group_sql
-        if self.having_sql:
-            sql += " HAVING " + self.having_sql
-        sql += " ORDER BY " + (self.order_sql or f"{self.alias}.rid")
-        if paged and (self.limit is not None or self.offset is not None):
-            sql += f" LIMIT {self.limit if self.limit is not None else -1} OFFSET {self.offset or 0}"
-        return sql
-
-    def all_params(self) -> list[Any]:
-        return [*self.params, *self.having_params]
 
 
 # --- compiler -----------------------------------------------------------------------------------
@@ -763,8 +637,8 @@ class Compiler:
             if kind != "datetime":
                 raise wrong("dateTime", False)
             params.append(
-                _parse_dt_literal(raw).strftime("%Y-%m-%dT%H:%M:%S.")
-                + f"{_parse_dt_literal(raw).microsecond // 1000:03d}Z"
+                parse_datetime_literal(raw).strftime("%Y-%m-%dT%H:%M:%S.")
+                + f"{parse_datetime_literal(raw).microsecond // 1000:03d}Z"
             )
             return "?"
         if ftype == "time":
@@ -802,93 +676,6 @@ class Compiler:
             parts.append(f"{expr} {direction} NULLS {nulls}")
         parts.append(f"{scope.root_alias}.rid" if not cq.aggregate else "1")
         return ", ".join(parts)
-
-
-def _parse_dt_literal(raw: str) -> datetime:
-    text = raw.replace("Z", "+00:00")
-    if re.search(r"[+-]\d{4}$", text):
-        text = text[:-2] + ":" + text[-2:]
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def _month_start(year: int, month: int) -> datetime:
-    year += (month - 1) // 12
-    month = (month - 1) % 12 + 1
-    return datetime(year, month, 1, tzinfo=UTC)
-
-
-def relative_range(name: str, n: int | None, now: datetime) -> tuple[datetime, datetime] | None:
-    """[start, end) of a relative date literal in UTC (the emulator's org time zone)."""
-    today = datetime(now.year, now.month, now.day, tzinfo=UTC)
-    day = timedelta(days=1)
-    week_start = today - timedelta(days=(today.weekday() + 1) % 7)  # weeks start on Sunday
-    q_month = (now.month - 1) // 3 * 3 + 1
-    simple: dict[str, tuple[datetime, datetime]] = {
-        "YESTERDAY": (today - day, today),
-        "TODAY": (today, today + day),
-        "TOMORROW": (today + day, today + 2 * day),
-        "LAST_WEEK": (week_start - 7 * day, week_start),
-        "THIS_WEEK": (week_start, week_start + 7 * day),
-        "NEXT_WEEK": (week_start + 7 * day, week_start + 14 * day),
-        "LAST_MONTH": (_month_start(now.year, now.month - 1), _month_start(now.year, now.month)),
-        "THIS_MONTH": (_month_start(now.year, now.month), _month_start(now.year, now.month + 1)),
-        "NEXT_MONTH": (_month_start(now.year, now.month + 1), _month_start(now.year, now.month + 2)),
-        "LAST_90_DAYS": (today - 90 * day, today + day),
-        "NEXT_90_DAYS": (today + day, today + 91 * day),
-        "THIS_QUARTER": (_month_start(now.year, q_month), _month_start(now.year, q_month + 3)),
-        "LAST_QUARTER": (_month_start(now.year, q_month - 3), _month_start(now.year, q_month)),
-        "NEXT_QUARTER": (_month_start(now.year, q_month + 3), _month_start(now.year, q_month + 6)),
-        "THIS_YEAR": (_month_start(now.year, 1), _month_start(now.year + 1, 1)),
-        "LAST_YEAR": (_month_start(now.year - 1, 1), _month_start(now.year, 1)),
-        "NEXT_YEAR": (_month_start(now.year + 1, 1), _month_start(now.year + 2, 1)),
-    }
-    for fiscal, calendar in (
-        ("THIS_FISCAL_QUARTER", "THIS_QUARTER"),
-        ("LAST_FISCAL_QUARTER", "LAST_QUARTER"),
-        ("NEXT_FISCAL_QUARTER", "NEXT_QUARTER"),
-        ("THIS_FISCAL_YEAR", "THIS_YEAR"),
-        ("LAST_FISCAL_YEAR", "LAST_YEAR"),
-        ("NEXT_FISCAL_YEAR", "NEXT_YEAR"),
-    ):
-        simple[fiscal] = simple[calendar]
-    if n is None:
-        return simple.get(name)
-    if n < 0:
-        return None
-    q_start = _month_start(now.year, q_month)
-    with_n: dict[str, tuple[datetime, datetime]] = {
-        "LAST_N_DAYS": (today - n * day, today + day),
-        "NEXT_N_DAYS": (today + day, today + (n + 1) * day),
-        "N_DAYS_AGO": (today - n * day, today - (n - 1) * day),
-        "LAST_N_WEEKS": (week_start - 7 * n * day, week_start),
-        "NEXT_N_WEEKS": (week_start + 7 * day, week_start + 7 * (n + 1) * day),
-        "N_WEEKS_AGO": (week_start - 7 * n * day, week_start - 7 * (n - 1) * day),
-        "LAST_N_MONTHS": (_month_start(now.year, now.month - n), _month_start(now.year, now.month)),
-        "NEXT_N_MONTHS": (_month_start(now.year, now.month + 1), _month_start(now.year, now.month + 1 + n)),
-        "N_MONTHS_AGO": (_month_start(now.year, now.month - n), _month_start(now.year, now.month - n + 1)),
-        "LAST_N_QUARTERS": (_month_start(q_start.year, q_start.month - 3 * n), q_start),
-        "NEXT_N_QUARTERS": (
-            _month_start(q_start.year, q_start.month + 3),
-            _month_start(q_start.year, q_start.month + 3 + 3 * n),
-        ),
-        "N_QUARTERS_AGO": (
-            _month_start(q_start.year, q_start.month - 3 * n),
-            _month_start(q_start.year, q_start.month - 3 * n + 3),
-        ),
-        "LAST_N_YEARS": (_month_start(now.year - n, 1), _month_start(now.year, 1)),
-        "NEXT_N_YEARS": (_month_start(now.year + 1, 1), _month_start(now.year + 1 + n, 1)),
-        "N_YEARS_AGO": (_month_start(now.year - n, 1), _month_start(now.year - n + 1, 1)),
-    }
-    for fiscal, calendar in (
-        ("LAST_N_FISCAL_QUARTERS", "LAST_N_QUARTERS"),
-        ("NEXT_N_FISCAL_QUARTERS", "NEXT_N_QUARTERS"),
-        ("N_FISCAL_QUARTERS_AGO", "N_QUARTERS_AGO"),
-        ("LAST_N_FISCAL_YEARS", "LAST_N_YEARS"),
-        ("NEXT_N_FISCAL_YEARS", "NEXT_N_YEARS"),
-        ("N_FISCAL_YEARS_AGO", "N_YEARS_AGO"),
-    ):
-        with_n[fiscal] = with_n[calendar]
-    return with_n.get(name)
 
 
 def compile_soql(org: Org, soql: str, now: datetime, include_deleted: bool = False) -> CompiledQuery:
