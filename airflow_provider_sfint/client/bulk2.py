@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from queue import Full, Queue
+from queue import Empty, Full, Queue
 from typing import Any, TypeVar
 
 import httpx
@@ -612,7 +612,9 @@ def _prefetch(source: Iterator[tuple[ResultPage, T]], depth: int) -> Iterator[tu
         except BaseException as exc:  # handed to the consumer, raised there
             queue.put(("error", exc))
 
-    thread = threading.Thread(target=pump, name="sfint-locator-walk", daemon=True)
+    # Not a daemon, and joined: a thread left running into interpreter exit while it parses a page in Arrow's
+    # C++ code can abort the process ("terminate called without an active exception") after the work is done.
+    thread = threading.Thread(target=pump, name="sfint-locator-walk")
     thread.start()
     try:
         while True:
@@ -624,6 +626,12 @@ def _prefetch(source: Iterator[tuple[ResultPage, T]], depth: int) -> Iterator[tu
             yield value
     finally:
         stop.set()
+        while thread.is_alive():  # it stops after the page in hand; keep its queue from blocking it meanwhile
+            try:
+                queue.get(timeout=0.05)
+            except Empty:
+                pass
+            thread.join(timeout=0.05)
 
 
 # --- async (triggers) ------------------------------------------------------------------------------------

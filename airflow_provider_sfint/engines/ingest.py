@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -330,7 +330,7 @@ class IngestEngine:
 
     # --- the plan -----------------------------------------------------------------------------------
 
-    def _batches(self) -> Iterator[pa.RecordBatch]:
+    def _batches(self) -> Generator[pa.RecordBatch, None, None]:
         """The source's batches; a file that cannot be parsed fails naming it, the row, and the fix."""
         try:
             yield from iter_source(self.source)
@@ -350,10 +350,13 @@ class IngestEngine:
         s = self.settings
         if s.operation not in INGEST_OPERATIONS:
             raise InputError(f"operation must be one of {', '.join(INGEST_OPERATIONS)}, got {s.operation!r}")
+        batches = self._batches()
         try:
-            first = next(self._batches(), None)
+            first = next(batches, None)
         except (FileNotFoundError, OSError) as exc:
             raise InputError(f"source {self.source}: {exc}") from exc
+        finally:
+            batches.close()  # the reader and its file now, not whenever the collector (or exit) gets to them
         if first is None:
             raise InputError(f"source {self.source} holds no rows")
         self.source_schema = [(f.name, str(f.type)) for f in first.schema]

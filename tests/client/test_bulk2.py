@@ -6,6 +6,7 @@ import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,22 @@ def test_query_shape() -> None:
     )
     columns, _ = query_shape("SELECT COUNT(Id), Name FROM Account GROUP BY Name")
     assert columns[0] == "COUNT(Id)"
+
+
+def test_the_locator_walk_leaves_no_thread_behind() -> None:
+    """The page prefetcher's thread is joined when its consumer stops early, so no thread of ours runs (in
+    Arrow's C++ code, say) into interpreter exit."""
+    import threading
+    import time
+
+    from airflow_provider_sfint.client.bulk2 import ResultPage, _prefetch
+
+    def pages() -> Any:
+        for i in range(100):
+            time.sleep(0.01)  # a page being fetched and parsed
+            yield ResultPage(i, "url", 1, None, 1, 1), i
+
+    walk = _prefetch(pages(), 4)
+    assert [n for _, n in (next(walk), next(walk))] == [0, 1]
+    walk.close()  # the consumer stops (an error, a cancelled task) with pages still coming
+    assert not [t for t in threading.enumerate() if t.name == "sfint-locator-walk"]
