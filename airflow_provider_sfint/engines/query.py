@@ -372,6 +372,35 @@ class QueryEngine:
             crash_point("query.split_downloaded")
         return jobs, splits
 
+    def split_jobs_running(self, job_id: str) -> list[str]:
+        """For a caller that waits elsewhere (a deferred task): when ``job_id`` timed out on a window that can be
+        split, create (and record) the jobs of its halves, halving again where a half timed out, and return
+        those still running; empty once every piece has ended (then :meth:`collect` downloads them in order)."""
+        info = self.bulk.job_info("query", job_id)
+        if info.succeeded or info.active or not (self.can_split and info.error().is_timeout):
+            return []
+        assert self.window is not None
+        running: list[str] = []
+
+        def walk(start: datetime, end: datetime, depth: int) -> None:
+            if depth > self.settings.max_split_depth or (end - start) < timedelta(seconds=2):
+                raise InputError(
+                    f"the query still times out on the window [{start}, {end}) after {depth - 1} split(s); "
+                    "make it more selective or raise max_split_depth"
+                )
+            mid = (start + (end - start) / 2).replace(microsecond=0)
+            for lo, hi in ((start, mid), (mid, end)):
+                half = self.bulk.job_info("query", self._split_job(lo, hi))
+                if half.active:
+                    running.append(half.id)
+                elif not half.succeeded:
+                    if not half.error().is_timeout:
+                        raise half.error()
+                    walk(lo, hi, depth + 1)
+
+        walk(*self.window, 1)
+        return running
+
     def _split_job(self, lo: datetime, hi: datetime) -> str:
         """The job of ``[lo, hi)``: the one an earlier run recorded (still running or complete, or timed out: then
         it is split again), else a new one, recorded before anything waits for it."""

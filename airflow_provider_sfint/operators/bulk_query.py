@@ -15,7 +15,7 @@ from ..client.bulk2 import Bulk2, JobInfo, job_link
 from ..client.errors import BulkJobError, InputError, NotFoundError, QueryError, SalesforceError
 from ..client.soql import add_window, query_shape
 from ..compat import AirflowFailException
-from ..engines.query import KEYS, QueryEngine, QuerySettings, QuerySpec
+from ..engines.query import KEYS, SPLIT_KEY, QueryEngine, QuerySettings, QuerySpec
 from ..engines.state import StateStore
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin, file_dataset, salesforce_dataset
@@ -307,19 +307,28 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
             raise
 
     def _wait(self, engine: QueryEngine, job_id: str) -> None:
-        """Wait for the job: in the triggerer when deferrable (the window travels with the deferral), else here."""
+        """Wait for the job: in the triggerer when deferrable (the window travels with the deferral), else here.
+        Deferrable, a job that timed out on its window has its halves' jobs created and is deferred on them
+        (again after each resume, until every piece has ended): a split never holds a worker slot."""
         if not self.deferrable:
             engine.wait(job_id, on_poll=self._polled)
             return
-        if self.bulk.job_info("query", job_id).active:
+        try:
+            waiting = [job_id] if self.bulk.job_info("query", job_id).active else engine.split_jobs_running(job_id)
+        except InputError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        if waiting:
             end = None if self.timeout is None else time.time() + self.timeout
             self.defer(
                 trigger=SalesforceBulkJobTrigger(
                     sfint_conn_id=self.sfint_conn_id,
-                    job_ids=[job_id],
+                    job_ids=waiting,
                     kind="query",
                     poll_interval=self.poll_interval,
                     end_time=end,
+                    # The job and window (for an Airflow that does not hand back the kwargs), and the jobs of a
+                    # split window (for a task without a durable store: the next resume must not create them again)
+                    echo={"job_id": job_id, "window": self._window_dict(), "splits": engine.store.get(SPLIT_KEY)},
                 ),
                 method_name="execute_complete",
                 kwargs={"job_id": job_id, "window": self._window_dict()},
@@ -340,8 +349,11 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         window: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         event = check_event(event, f"Bulk query job {job_id or '?'}")
-        # The event names its job (not every Airflow version hands the defer kwargs back).
-        job_id = job_id or str(next(iter(event.get("jobs") or {}), ""))
+        # The trigger echoes the job and window (not every Airflow version hands the defer kwargs back); the jobs
+        # it watched may be the halves of a split window, never to be taken for the job itself.
+        echo: dict[str, Any] = event["echo"] if isinstance(event.get("echo"), dict) else {}
+        job_id = job_id or str(echo.get("job_id") or next(iter(event.get("jobs") or {}), ""))
+        window = window or echo.get("window")
         if not job_id:
             raise SalesforceError(f"trigger event {event!r} names no Bulk query job")
         forget_job_link(self)
@@ -363,7 +375,11 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
             if not (error.is_timeout and self.incremental_field and self.max_split_depth):
                 raise error
         self._calls_at_start = self.hook.client.api_calls
-        return self._finish(self._engine(context, task_store(context)), job_id)
+        engine = self._engine(context, task_store(context))
+        if isinstance(echo.get("splits"), dict) and not engine.store.get(SPLIT_KEY):
+            engine.store.set(SPLIT_KEY, echo["splits"])  # no durable store: the split's jobs came with the event
+        self._wait(engine, job_id)  # a split window: defers again while a piece still runs
+        return self._finish(engine, job_id)
 
     def _finish(self, engine: QueryEngine, job_id: str) -> dict[str, Any]:
         """Collect the job's rows into the output, then record the summary and the lineage."""

@@ -105,3 +105,48 @@ def test_execute_complete_refuses_bad_events(conn: str, tmp_path: Path, event: A
     with pytest.raises((SalesforceError, BulkJobError)):
         op.execute_complete(make_context(), event, job_id="750Hx0000000001IAA")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_deferred_split_never_blocks_a_worker(conn: str, fresh_org: Admin, tmp_path: Path) -> None:
+    """Deferrable, a window whose job times out is split without waiting on the worker: the halves' jobs are
+    created and the task defers on them (again for halves that time out in turn); once every piece has ended,
+    the output holds each record once. The trigger's event alone (no defer kwargs) says which job and window."""
+    from datetime import UTC, datetime, timedelta
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    live = fresh_org.records("Account", include_deleted=False)
+    fresh_org.set("bulk", query_timeout_rows=len(live) // 3, query_latency=0.3)
+    stamps = sorted(r["CreatedDate"] for r in live)
+    start = datetime.fromisoformat(stamps[0][:19] + "+00:00")
+    end = datetime.fromisoformat(stamps[-1][:19] + "+00:00") + timedelta(seconds=1)
+
+    def operator() -> SalesforceBulkQueryOperator:
+        return SalesforceBulkQueryOperator(
+            task_id="split",
+            soql="SELECT Id, Name FROM Account",
+            output=str(tmp_path / "split.parquet"),
+            incremental_field="CreatedDate",
+            window_start=start.isoformat(),
+            window_end=end.isoformat(),
+            max_split_depth=6,
+            deferrable=True,
+            poll_interval=0.1,
+            sfint_conn_id=conn,
+        )
+
+    deferrals = []
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute(make_context(end=datetime(2099, 1, 1, tzinfo=UTC)))
+    summary = None
+    while summary is None:
+        deferrals.append(list(deferred.value.trigger.job_ids))
+        (event,) = _events(deferred.value.trigger)
+        try:
+            summary = operator().execute_complete(make_context(), event)  # no kwargs: the event says it all
+        except TaskDeferred as again:
+            deferred = pytest.ExceptionInfo.from_exc_info((type(again), again, again.__traceback__))
+    assert len(deferrals) >= 2 and any(len(jobs) >= 2 for jobs in deferrals)  # deferred on the halves
+    assert summary["splits"] >= 1 and summary["window"]["start"] == start.isoformat()
+    ids = pq.read_table(tmp_path / "split.parquet").column("Id").to_pylist()
+    assert sorted(ids) == sorted(r["Id"] for r in live)
