@@ -17,7 +17,7 @@ from ..client.composite import COLLECTION_LIMIT, Collections, RecordResult, json
 from ..client.errors import NotFoundError, did_you_mean
 from ..compat import AirflowFailException
 from ..engines.files import write_failed_rows
-from ..engines.ingest import STATE_KEY, IngestEngine, IngestSettings, check_failure_limits
+from ..engines.ingest import STATE_KEY, IngestEngine, IngestSettings, check_failure_limits, over_failure_limit
 from ..hooks.salesforce import SalesforceHook
 from ..lineage import LineageMixin
 from ._settings import engine_run, failed_rows_path, job_announcer, record_ingest_lineage
@@ -230,11 +230,7 @@ class SalesforceCompositeUpsertOperator(LineageMixin, BaseOperator):
         }
         self.log.info("Collections upsert of %s: %s", self.object, summary)
         self._record_rows_lineage(self.records, client.login(), self.object, rows)
-        too_many = self.max_failed_records is not None and len(failed) > self.max_failed_records
-        too_high = (
-            self.max_failed_ratio is not None and payloads and len(failed) / len(payloads) > self.max_failed_ratio
-        )
-        if too_many or too_high:
+        if over_failure_limit(len(failed), len(payloads), self.max_failed_records, self.max_failed_ratio):
             first = "; ".join(
                 f"row {row_numbers[r.index] + 1} ({self.external_id_field}="
                 f"{rows[row_numbers[r.index]].get(self.external_id_field)!r}): {r.describe_errors()}"
