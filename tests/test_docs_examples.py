@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,14 @@ import pytest
 from .emulator.helpers import Admin
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _default_connection(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """``sfint_default`` pointing at the test emulator, as the docs' examples expect."""
+    from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
+
+    extra = {"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    monkeypatch.setenv("AIRFLOW_CONN_SFINT_DEFAULT", json.dumps({"conn_type": "sfint", "host": url, "extra": extra}))
 
 
 def _blocks(name: str) -> list[str]:
@@ -52,14 +61,7 @@ def test_connection_doc_example_runs(monkeypatch: pytest.MonkeyPatch, emulator_u
 
 
 def test_ingest_doc_example_runs(monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin) -> None:
-    import json
-
-    from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
-
-    extra = {"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SFINT_DEFAULT", json.dumps({"conn_type": "sfint", "host": emulator_url, "extra": extra})
-    )
+    _default_connection(monkeypatch, emulator_url)
     exec(compile(_blocks("bulk-ingest.md")[1], "bulk-ingest.md[1]", "exec"), {"__name__": "__docs__"})
     exec(compile(_blocks("composite.md")[0], "composite.md[0]", "exec"), {"__name__": "__docs__"})
     exec(compile(_blocks("events.md")[0], "events.md[0]", "exec"), {"__name__": "__docs__"})
@@ -73,14 +75,7 @@ def test_object_storage_doc_example_runs(
     monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin, s3_lake: Any
 ) -> None:
     """The S3 how-to, against moto's S3 server standing in for the MinIO endpoint the page names."""
-    import json
-
-    from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
-
-    extra = {"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SFINT_DEFAULT", json.dumps({"conn_type": "sfint", "host": emulator_url, "extra": extra})
-    )
+    _default_connection(monkeypatch, emulator_url)
     endpoint = s3_lake.client_kwargs["endpoint_url"]
     code = _blocks("object-storage.md")[0].replace("http://127.0.0.1:9000", endpoint)
     monkeypatch.setenv("AIRFLOW_CONN_AWS_LAKE", "")  # the example sets it; monkeypatch restores it afterwards
@@ -107,16 +102,9 @@ def test_soql_literal_filter_renders_a_safe_query(
     monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin, tmp_path: Path
 ) -> None:
     """The templated-SOQL example: the filter turns O'Brien into a literal Salesforce accepts."""
-    import json
-
     import pyarrow.parquet as pq
 
-    from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
-
-    extra = {"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SFINT_DEFAULT", json.dumps({"conn_type": "sfint", "host": emulator_url, "extra": extra})
-    )
+    _default_connection(monkeypatch, emulator_url)
     fresh_org.load("Account", [{"Name": "O'Brien"}, {"Name": "OBrien"}])
     code = _blocks("bulk-query.md")[1].replace("file:///tmp/accounts_by_name.parquet", f"file://{tmp_path}/a.parquet")
     scope: dict[str, object] = {"__name__": "__docs__"}
