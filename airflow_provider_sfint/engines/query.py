@@ -205,16 +205,15 @@ class QueryEngine:
     def wait(self, job_id: str, on_poll: Callable[[JobInfo], None] | None = None) -> None:
         """Block until the job ends; a timed-out query on a window that can be split is left to :meth:`collect`."""
         try:
-            self.bulk.wait(
-                "query",
-                job_id,
-                poll_interval=self.settings.poll_interval,
-                timeout=self.settings.timeout,
-                on_poll=on_poll,
-            )
+            self._wait_job(job_id, on_poll)
         except BulkJobError as exc:
             if not (exc.is_timeout and self.can_split):
                 raise
+
+    def _wait_job(self, job_id: str, on_poll: Callable[[JobInfo], None] | None) -> JobInfo:
+        return self.bulk.wait(
+            "query", job_id, poll_interval=self.settings.poll_interval, timeout=self.settings.timeout, on_poll=on_poll
+        )
 
     # --- results ------------------------------------------------------------------------------------
 
@@ -354,13 +353,7 @@ class QueryEngine:
             self.running_job = job_id
             self.log.info("window [%s, %s) is job %s (split depth %d)", lo, hi, job_id, depth)
             try:
-                done = self.bulk.wait(
-                    "query",
-                    job_id,
-                    poll_interval=self.settings.poll_interval,
-                    timeout=self.settings.timeout,
-                    on_poll=on_poll,
-                )
+                done = self._wait_job(job_id, on_poll)
             except BulkJobError as exc:
                 if not exc.is_timeout:
                     raise

@@ -243,7 +243,10 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         soql = self._window_query(window)
         if self.format not in FORMATS:
             raise AirflowFailException(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        QueryOutput.check_writable(self._output_path(), self._directory)
+        try:
+            QueryOutput.check_writable(self._output_path(), self._directory)
+        except PermissionError as exc:  # a missing bucket, a missing filesystem package, a refusal: not transient
+            raise AirflowFailException(str(exc)) from exc
         if self.min_remaining_api_percent is not None:
             self.hook.client.check_budget(self.min_remaining_api_percent, purpose=f"task {self.task_id}")
         self._schema(soql)  # unknown objects and fields fail here, before a job exists

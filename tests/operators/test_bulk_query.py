@@ -302,7 +302,7 @@ def test_bad_input_fails_before_any_job(conn: str, fresh_org: Admin, tmp_path: P
     fresh_org._call("POST", "counters/reset")
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where a directory must be")
-    with pytest.raises(PermissionError, match="not writable"):
+    with pytest.raises(AirflowFailException, match="not writable"):
         _op(conn, f"{blocked}/out/", soql=SOQL).execute(make_context())
     assert fresh_org.counters()["requests"] == {}  # not a single API call spent
 
