@@ -32,11 +32,6 @@ def java_double(value: float) -> str:
     return f"{'-' if sign else ''}{chars[0]}.{chars[1:] or '0'}E{power}"
 
 
-def number_text(f: FieldDef, value: Any) -> str:
-    """A double, currency or percent as Salesforce writes it: with the field's scale, else Java's form."""
-    return f"{float(value):.{f.scale}f}" if f.scale else java_double(float(value))
-
-
 def _scalar(f: FieldDef, zone: str) -> Callable[[Any], str] | None:
     """The text of one stored, non-null value of ``f`` for the types Salesforce formats (None: text as it is).
     Written once for both outputs; ``zone`` is how a datetime ends (``+0000`` in JSON, ``Z`` in Bulk CSV)."""
