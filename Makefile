@@ -11,7 +11,7 @@ FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
 BENCHES := bench-emulator bench-query bench-ingest bench-composite
 
-.PHONY: install demo airflow bench docs test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite clean
+.PHONY: proto install demo airflow bench docs test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-ingest: $(STAMP)
 
 bench-composite: $(STAMP)
 	$(BIN)/python bench/composite.py
+
+# The Pub/Sub API's compiled descriptor set, from the .proto (tests/test_pubsub_proto.py checks it is current).
+proto: $(STAMP)
+	cd airflow_provider_sfint/pubsub_proto && ../../$(BIN)/python -m grpc_tools.protoc -I. --descriptor_set_out=pubsub_api.desc pubsub_api.proto
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) .mypy_cache .ruff_cache .pytest_cache
