@@ -18,7 +18,11 @@ default credentials:
   JWT bearer                   register a certificate with --jwt-cert PEM; aud https://login.salesforce.com
 
 The admin API (not part of Salesforce) is under /__emulator__/ : reset, seed, load, faults,
-counters, events, limits, clock, settings, tokens.
+counters, events, limits, clock, settings, tokens, pubsub (Change Data Capture selection,
+channels, gap events, Pub/Sub settings and faults).
+
+The Pub/Sub API (gRPC, eventbus.v1.PubSub) is served on --grpc-port, plaintext, or TLS with the
+same certificate as HTTPS under --tls.
 """
 
 
@@ -31,7 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a generated self-signed certificate")
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=0,
+        help="port of the Pub/Sub API (gRPC; default 0: a free port, printed at start-up)",
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="serve HTTPS and gRPC with a generated self-signed certificate"
+    )
     parser.add_argument("--cert-dir", help="where --tls writes its certificate (default: next to the database)")
     parser.add_argument(
         "--seed",
@@ -63,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     import uvicorn
 
-    from .server import KEEP_ALIVE_SECONDS, make_self_signed
+    from .pubsub import PubSubServer
+    from .server import KEEP_ALIVE_SECONDS, grpc_credentials, make_self_signed
 
     emulator = Emulator(
         load_org(args.org),
@@ -75,13 +88,18 @@ def main(argv: list[str] | None = None) -> None:
     emulator.auth.settings.password_flow = args.enable_password_flow
     ssl: dict[str, str] = {}
     scheme = "http"
+    credentials = None
     if args.tls:
         cert, key = make_self_signed(args.cert_dir or emulator.data_dir)
         ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         scheme = "https"
+        credentials = grpc_credentials(cert, key)
         print(f"TLS certificate: {cert}", flush=True)
+    pubsub = PubSubServer(emulator, args.host, args.grpc_port, credentials)
+    pubsub.start()
     print(
-        f"sfint emulator serving {scheme}://{args.host}:{args.port} (client id {CLIENT_ID}, "
+        f"sfint emulator serving {scheme}://{args.host}:{args.port} and the Pub/Sub API (gRPC"
+        f"{', TLS' if args.tls else ', plaintext'}) on {args.host}:{pubsub.port} (client id {CLIENT_ID}, "
         f"user {ADMIN_USERNAME}); Ctrl-C to stop",
         flush=True,
     )
@@ -98,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
     finally:
+        pubsub.stop()
         emulator.close()
 
 

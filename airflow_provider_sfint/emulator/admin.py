@@ -7,6 +7,7 @@ and read counters, events and stored records. No authentication: it is a loopbac
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .clock import storage_datetime
-from .errors import ApiError
+from .errors import ApiError, RecordError
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -42,6 +43,8 @@ async def handle(em: Emulator, request: Request) -> Response:
         return _bad(str(exc))
     except ApiError as exc:
         return _ok(exc.body(), exc.status)
+    except RecordError as exc:
+        return _bad(f"{exc.status_code}: {exc.message}")
 
 
 def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query: dict[str, str]) -> Response:
@@ -93,18 +96,14 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
                 "api_usage": em.limits.api_used,
                 "api_max": em.limits.api_max,
                 "token_calls": em.auth.token_calls,
-                "events": len(em.store.events()),
+                "events": sum(len(em.store.bus_events(o.name)) for o in em.org.objects.values() if o.is_event),
                 "requests_in_flight": len(em.limits.in_flight),
             }
         )
     if head == "events":
-        rows = em.store.events(query.get("event"), int(query.get("after", 0)))
-        return _ok(
-            [
-                {"replayId": r[0], "event": r[1], "uuid": r[2], "created": r[3], "payload": json.loads(r[4])}
-                for r in rows
-            ]
-        )
+        return _ok(_platform_events(em, query.get("event"), int(query.get("after", 0))))
+    if head == "pubsub":
+        return _ok(_pubsub(em, method, parts[1:], body))
     if head == "limits":
         if method == "PUT":
             em.limits.update(body)
@@ -244,3 +243,99 @@ def _load(em: Emulator, name: str, records: list[dict[str, Any]]) -> dict[str, A
         rows.append((rid, record_id, *[lower.get(n.lower()) for n in names], *[defaults[e] for e in extra]))
     em.store.insert_many(obj, columns, rows)
     return {"ids": [i for _, i in ids]}
+
+
+def _platform_events(em: Emulator, name: str | None, after: int) -> list[dict[str, Any]]:
+    """Published platform events, decoded (``payload``: the event's fields)."""
+    out: list[dict[str, Any]] = []
+    for obj in em.org.objects.values():
+        if not obj.is_event or (name and obj.name.lower() != name.lower()):
+            continue
+        for position, entity, created, schema_id, event_uuid, payload in em.store.bus_events(obj.name, after):
+            schema = em.events.schemas.get(schema_id)
+            assert schema is not None
+            values = schema.decode(payload)
+            out.append(
+                {
+                    "replayId": position,
+                    "event": entity,
+                    "uuid": event_uuid,
+                    "created": storage_datetime(datetime.fromtimestamp(created, tz=UTC)),
+                    "payload": {k: v for k, v in values.items() if k not in ("CreatedDate", "EventUuid")},
+                }
+            )
+    return sorted(out, key=lambda e: e["replayId"])
+
+
+PUBSUB_SETTINGS = frozenset(
+    {
+        "keepalive_seconds",
+        "idle_seconds",
+        "retention_hours",
+        "max_event_bytes",
+        "max_publish_request_bytes",
+        "overflow_threshold",
+        "bulk_transaction_size",
+        "cut_stream_after_events",
+        "unavailable_calls",
+        "delivery_delay_seconds",
+    }
+)
+
+
+def _pubsub(em: Emulator, method: str, rest: list[str], body: dict[str, Any]) -> Any:
+    """``/__emulator__/pubsub[/...]``: the event bus (settings and faults, CDC selection, channels, gaps)."""
+    bus = em.events
+    what = rest[0] if rest else ""
+    if what == "" and method == "PUT":
+        unknown = set(body) - PUBSUB_SETTINGS
+        if unknown:
+            raise ValueError(
+                f"unknown pubsub settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(PUBSUB_SETTINGS))}"
+            )
+        for key, value in body.items():
+            current = getattr(bus.settings, key)
+            if value is None or current is None:
+                setattr(bus.settings, key, value)
+            else:
+                setattr(bus.settings, key, type(current)(value))
+    if what == "":
+        return {"grpc_port": em.grpc_port, "cdc_entities": sorted(bus.cdc_entities), **vars(bus.settings)}
+    if what == "cdc":  # {"enable": [...], "disable": [...]} selects entities for Change Data Capture
+        if method == "PUT":
+            for name in [*body.get("enable", []), *body.get("disable", [])]:
+                obj = em.org.get(str(name))
+                if obj is None or obj.is_event:
+                    raise ValueError(f"unknown object {name!r}: Change Data Capture selects sObjects")
+            bus.cdc_entities |= {em.org.get(str(n)).name for n in body.get("enable", [])}  # type: ignore[union-attr]
+            bus.cdc_entities -= {em.org.get(str(n)).name for n in body.get("disable", [])}  # type: ignore[union-attr]
+        return {"cdc_entities": sorted(bus.cdc_entities)}
+    if what == "channels":
+        if method == "PUT":  # {"Name__chn": ["Account", ...]}: create or replace custom channels
+            for channel, members in body.items():
+                if not str(channel).endswith("__chn"):
+                    raise ValueError(f"custom channel {channel!r} must end in __chn")
+                objs = [em.org.get(str(m)) for m in members]
+                if any(o is None or o.is_event for o in objs):
+                    raise ValueError(f"custom channel {channel!r} lists an unknown object: {members}")
+                bus.custom_channels[str(channel)] = {o.name for o in objs if o is not None}
+        return bus.channel_stats()
+    if what == "gap" and method == "POST":  # a change "written straight to the database"
+        obj = em.org.get(str(body.get("object", "")))
+        if obj is None or obj.is_event:
+            raise ValueError(f"unknown object {body.get('object')!r}")
+        ids = [str(i) for i in body.get("ids", [])]
+        bus.gap(obj, str(body.get("change_type", "GAP_UPDATE")), ids, em.admin_user_id)
+        return {"ok": True}
+    if what == "undelete" and method == "POST":  # restore records from the recycle bin (as the UI does)
+        obj = em.org.get(str(body.get("object", "")))
+        if obj is None or obj.is_event:
+            raise ValueError(f"unknown object {body.get('object')!r}")
+        from .dml import Writer
+
+        writer = Writer(em.org, em.store, em.clock, em.admin_user_id, events=em.events, origin="")
+        with em.store.transaction():
+            return {"ids": [writer.undelete(obj, str(i)) for i in body.get("ids", [])]}
+    if what == "fields" and method == "POST" and len(rest) == 2:  # add a custom field: a new schema id
+        return em.add_field(rest[1], body)
+    raise ValueError(f"no pubsub admin resource {method} /__emulator__/pubsub/{'/'.join(rest)}")

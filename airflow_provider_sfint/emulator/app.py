@@ -39,6 +39,7 @@ from .auth import Authority, AuthSettings, ConnectedApp, load_public_key
 from .clock import Clock, storage_datetime
 from .dml import Writer
 from .errors import ApiError, OAuthError
+from .eventbus import EventBus
 from .faults import FaultRule, Faults
 from .ids import make_id, to18
 from .limits import Limits
@@ -56,6 +57,16 @@ UNAPPROVED_USERNAME = "unapproved@sfint.emulator"
 DEFAULT_REFRESH_TOKEN = "sfint-emulator-refresh-token"
 log = logging.getLogger(__name__)
 ALL_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"]
+
+
+def change_origin(api: str, version: str, call_options: str) -> str:
+    """A change event's ``changeOrigin``: ``com/salesforce/api/rest/60.0;client=<client>`` (the client named in
+    the ``Sforce-Call-Options`` header, when the request had one)."""
+    client = next(
+        (p.split("=", 1)[1].strip() for p in call_options.split(",") if p.strip().lower().startswith("client=")), ""
+    )
+    origin = f"com/salesforce/api/{api}/{version}"
+    return f"{origin};client={client}" if client else origin
 
 
 class Emulator:
@@ -81,6 +92,8 @@ class Emulator:
         self.queries = QueryEngine(self.org, self.store, self.clock)
         self.limits = Limits()
         self.limits.update(dict(self.org.limits))
+        self.events = EventBus(self.org, self.store, self.clock, self.limits)
+        self.grpc_port: int | None = None  # set by EmulatorServer when the Pub/Sub API is served
         self.faults = Faults()
         self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)), clock=self.clock.time)
         self.counters: Counter[str] = Counter()
@@ -111,9 +124,11 @@ class Emulator:
         if not keep:
             self.store.reset()
         self.bulk.reset()
+        self.events.reset()
         self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)), clock=self.clock.time)
         self.limits = Limits()
         self.limits.update(dict(self.org.limits))
+        self.events.limits = self.limits
         self.settings = {"upsert_update_204": False, "instance_url": None}
         self.faults.clear()
         self.counters.clear()
@@ -200,6 +215,21 @@ class Emulator:
         """Register a certificate (or public key) that JWT bearer assertions may be signed for."""
         self.jwt_keys.append(load_public_key(pem))
 
+    def add_field(self, object_name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Add a custom field (admin API): the table gains a column, describe and the change-event schema
+        the field (a new schema id; events already published keep theirs)."""
+        name = str(spec.get("name", ""))
+        with self.store.lock:
+            obj = self.org.add_custom_field(object_name, name, {k: v for k, v in spec.items() if k != "name"})
+            f = obj.fields[name]
+            if not obj.is_event:
+                self.store.conn.execute(
+                    f'ALTER TABLE {obj.table} ADD COLUMN "{f.name}" {f.sql_type}'
+                    + (" COLLATE NOCASE" if f.is_text else "")
+                )
+        schema = self.events.schemas.event_schema(obj) if obj.is_event else self.events.schemas.change_schema(obj)
+        return {"object": obj.name, "field": f.describe(), "schema_id": schema.schema_id}
+
     def writer(self, req: Req) -> Writer:
         return Writer(
             self.org,
@@ -207,6 +237,8 @@ class Emulator:
             self.clock,
             req.user_id,
             lock_fault=lambda: self.faults.lock_fault(req.method, "/" + req.path),
+            events=self.events,
+            origin=change_origin("rest", req.version, req.headers.get("sforce-call-options", "")),
         )
 
     def close(self) -> None:

@@ -109,6 +109,12 @@ class Bulk:
                 "INVALIDJOB",
                 f"InvalidJob : Invalid operation: {operation!r}; expected one of {', '.join(OPERATIONS)}",
             )
+        if obj.is_event and operation != "insert":
+            raise ApiError(
+                400,
+                "INVALIDJOB",
+                f"InvalidJob : Platform event {obj.name} can only be published (operation insert), not {operation}",
+            )
         external = body.get("externalIdFieldName")
         if operation == "upsert":
             ext = obj.field(str(external or ""))

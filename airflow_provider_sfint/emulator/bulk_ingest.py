@@ -49,6 +49,8 @@ class IngestRun:
                 job.created_by,
                 raw_type_errors=True,
                 lock_fault=lambda: self.em.faults.lock_fault("POST", f"/jobs/ingest/{job.id}/rows"),
+                events=self.em.events,
+                origin=f"com/salesforce/api/bulk/{job.api_version}",
             )
             ok_path, bad_path = self.folder / "successfulResults.csv", self.folder / "failedResults.csv"
             with (
@@ -121,10 +123,11 @@ class IngestRun:
         results: list[tuple[bool, list[str]]] = []
         parent_col = self._parent_column(columns)
         locked_parents: set[str] = set()
-        deferred = job.operation == "insert"
+        deferred = job.operation == "insert" and not self.obj.is_event
         self._matches = None
         names = [f.name if f is not None and kind == "field" else "" for kind, f, _ in columns]
         with em.store.transaction():
+            em.events.bulk_transaction()
             if deferred:  # validated row by row as REST does; inserted together at the end of the batch
                 writer.begin_deferred(self.obj, [dict(zip(names, row, strict=False)) for _, row in batch], len(batch))
             elif job.operation == "upsert":
@@ -261,6 +264,8 @@ class IngestRun:
             ) from None
 
     def _write(self, op: str, body: dict[str, Any], record_id: str, writer: Writer) -> tuple[str, bool]:
+        if op == "insert" and self.obj.is_event:  # publishing platform events through Bulk
+            return writer.publish(self.obj, body)[0], True
         if op == "insert":
             return writer.create(self.obj, body), True
         if op == "update":

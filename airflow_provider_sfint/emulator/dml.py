@@ -6,20 +6,21 @@ Every write path (REST sObject resources, Collections, Composite, Tree, Bulk ing
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, storage_datetime
 from .errors import ApiError, RecordError, json_parser_error
 from .ids import make_id, make_ids, to18
 from .schema import FieldDef, ObjectDef, Org
 from .store import Store
+
+if TYPE_CHECKING:
+    from .eventbus import EventBus
 
 EMAIL_RE = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -213,8 +214,12 @@ class Writer:
         user_id: str,
         lock_fault: Callable[[], bool] | None = None,
         raw_type_errors: bool = False,
+        events: EventBus | None = None,
+        origin: str = "",
     ) -> None:
         self.org = org
+        self.events = events
+        self.origin = origin  # the change events' changeOrigin
         self.store = store
         self.clock = clock
         self.user_id = user_id
@@ -477,12 +482,23 @@ class Writer:
                     self._pending_unique.setdefault((obj.name, f.name), {})[key] = record_id
             self._deferred.append((rid, values))
             self._pending_ids.add(record_id)
+            self._changed(obj, "CREATE", record_id, values)
             return record_id
         record_id = self.store.insert(obj, values)
         name = obj.fields.get("Name")
         if obj.custom and name is not None and values.get("Name") is None:
             self.store.update(obj, record_id, {"Name": record_id})
+            values["Name"] = record_id
+        self._changed(obj, "CREATE", record_id, values)
         return record_id
+
+    def _changed(
+        self, obj: ObjectDef, kind: str, record_id: str, values: dict[str, Any], nulled: frozenset[str] = frozenset()
+    ) -> None:
+        if self.events is not None:
+            from .eventbus import Change
+
+            self.events.record(Change(obj, kind, record_id, values, self.user_id, self.origin, nulled))
 
     def load(self, obj: ObjectDef, record_id: str) -> dict[str, Any]:
         """The live record, or the error Salesforce gives for a missing or deleted one."""
@@ -504,6 +520,11 @@ class Writer:
         now = self._stamp()
         values.update(LastModifiedDate=now, SystemModstamp=now, LastModifiedById=self.user_id)
         self.store.update(obj, current["Id"], values)
+        if self.events is not None:
+            # what the change event carries: the fields whose value changed (LastModifiedDate always)
+            changed = {k: v for k, v in values.items() if current.get(k) != v or k == "LastModifiedDate"}
+            nulled = frozenset(k for k, v in changed.items() if v is None)
+            self._changed(obj, "UPDATE", str(current["Id"]), changed, nulled)
         return str(current["Id"])
 
     def upsert(
@@ -555,7 +576,24 @@ class Writer:
                 current["Id"],
                 {"IsDeleted": 1, "SystemModstamp": now, "LastModifiedDate": now, "LastModifiedById": self.user_id},
             )
+        self._changed(obj, "DELETE", str(current["Id"]), {})
         return str(current["Id"])
+
+    def undelete(self, obj: ObjectDef, record_id: str) -> str:
+        """Restore a record from the recycle bin (soft-deleted); the change event carries the whole record."""
+        normal = to18(record_id)
+        row = self.store.get(obj, normal) if normal and normal.startswith(obj.key_prefix) else None
+        if row is None:
+            raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+        if not row["IsDeleted"]:
+            raise RecordError("UNDELETE_FAILED", "Entity is not in the recycle bin", [])
+        self._lock(row["Id"])
+        now = self._stamp()
+        values = {"IsDeleted": 0, "SystemModstamp": now, "LastModifiedDate": now, "LastModifiedById": self.user_id}
+        self.store.update(obj, row["Id"], values)
+        row.update(values)
+        self._changed(obj, "UNDELETE", str(row["Id"]), {k: v for k, v in row.items() if k != "rid"})
+        return str(row["Id"])
 
     def publish(self, obj: ObjectDef, body: dict[str, Any]) -> tuple[str, str]:
         """Publish a platform event; returns (publish id, event uuid)."""
@@ -563,10 +601,10 @@ class Writer:
         missing = [f.name for f in obj.fields.values() if f.required and values.get(f.name) is None]
         if missing:
             raise RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
-        event_uuid = str(uuid.uuid4())
-        payload = json.dumps({"CreatedById": self.user_id, **values}, sort_keys=True)
-        replay = self.store.append_event(obj.name, event_uuid, storage_datetime(self.clock.now()), payload)
-        return make_id("e01", replay), event_uuid
+        if self.events is None:
+            raise RecordError("UNKNOWN_EXCEPTION", "this writer cannot publish platform events", [])
+        position, event_uuid = self.events.publish(obj, values, self.user_id)
+        return make_id("e01", position), event_uuid
 
 
 class MultipleMatches(Exception):

@@ -24,6 +24,11 @@ class Limits:
     bulk_query_storage_mb_used: int = 0
     ingest_records_max: int = 150_000_000
     ingest_records_used: int = 0
+    # event delivery allocation: deliveries to Pub/Sub subscribers (each event to each subscriber counts)
+    platform_events_delivered_max: int = 50_000
+    platform_events_delivered_used: int = 0
+    platform_events_published_max: int = 250_000
+    platform_events_published_used: int = 0
     long_running_seconds: float = 20.0
     concurrent_long_running_max: int = 25
     counters: Counter[str] = field(default_factory=Counter)
@@ -38,6 +43,17 @@ class Limits:
     def count_call(self, n: int = 1) -> None:
         with self._lock:
             self.api_used += n
+
+    def count_published(self, n: int) -> None:
+        with self._lock:
+            self.platform_events_published_used += n
+
+    def take_deliveries(self, n: int) -> int:
+        """Count up to ``n`` deliveries against the daily allocation; returns how many were allowed."""
+        with self._lock:
+            allowed = max(0, min(n, self.platform_events_delivered_max - self.platform_events_delivered_used))
+            self.platform_events_delivered_used += allowed
+            return allowed
 
     def limit_info(self) -> str:
         used = self.api_used
@@ -75,12 +91,17 @@ class Limits:
             "DailyBulkApiRequests": entry(self.bulk_batches_max, self.bulk_batches_used),
             "DailyBulkV2QueryFileStorageMB": entry(self.bulk_query_storage_mb_max, self.bulk_query_storage_mb_used),
             "DailyBulkV2QueryJobs": entry(self.bulk_query_jobs_max, self.bulk_query_jobs_used),
+            "DailyDeliveredPlatformEvents": entry(
+                self.platform_events_delivered_max, self.platform_events_delivered_used
+            ),
             "DailyDurableStreamingApiEvents": entry(10_000, 0),
             "DailyStandardVolumePlatformEvents": entry(10_000, 0),
             "DataStorageMB": entry(1024, 0),
             "FileStorageMB": entry(1024, 0),
             "HourlyODataCallout": entry(10_000, 0),
-            "HourlyPublishedPlatformEvents": entry(250_000, 0),
+            "HourlyPublishedPlatformEvents": entry(
+                self.platform_events_published_max, self.platform_events_published_used
+            ),
             "MassEmail": entry(5000, 0),
             "SingleEmail": entry(5000, 0),
             "StreamingApiConcurrentClients": entry(2000, 0),
@@ -99,6 +120,10 @@ class Limits:
             "bulk_query_storage_mb_used",
             "ingest_records_max",
             "ingest_records_used",
+            "platform_events_delivered_max",
+            "platform_events_delivered_used",
+            "platform_events_published_max",
+            "platform_events_published_used",
             "long_running_seconds",
             "concurrent_long_running_max",
         )

@@ -165,6 +165,21 @@ class Org:
         self._by_lower = {name.lower(): obj for name, obj in self.objects.items()}
         self.allowed_audiences: list[str] = list(spec.get("audiences") or [])
         self.limits: dict[str, int] = dict(spec.get("limits") or {})
+        # Change Data Capture: the entities selected for the standard channels, and custom channels
+        self.cdc_entities: list[str] = []
+        for name in spec.get("changeDataCapture") or []:
+            obj = self.get(str(name))
+            if obj is None or obj.is_event:
+                raise ValueError(f"changeDataCapture lists {name!r}, which is not an object of this org")
+            self.cdc_entities.append(obj.name)
+        self.channels: dict[str, list[str]] = {}
+        for channel, members in (spec.get("channels") or {}).items():
+            if not str(channel).endswith("__chn"):
+                raise ValueError(f"custom channel {channel!r} must end in __chn")
+            unknown = [m for m in members or [] if self.get(str(m)) is None]
+            if unknown:
+                raise ValueError(f"custom channel {channel!r} lists unknown objects: {', '.join(unknown)}")
+            self.channels[str(channel)] = [self.get(str(m)).name for m in members or []]  # type: ignore[union-attr]
         self.fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
     def _link_children(self) -> None:
@@ -193,6 +208,29 @@ class Org:
 
     def get(self, name: str) -> ObjectDef | None:
         return self._by_lower.get(name.lower())
+
+    def add_custom_field(self, object_name: str, field_name: str, spec: dict[str, Any]) -> ObjectDef:
+        """Add a custom field to an object (as Setup would); returns the object's new definition."""
+        obj = self.get(object_name)
+        if obj is None:
+            raise ValueError(f"unknown object {object_name!r}")
+        if obj.field(field_name) is not None:
+            raise ValueError(f"{obj.name} already has a field {field_name}")
+        fields = dict(obj.fields)
+        fields[field_name] = _custom_field(field_name, spec)
+        new = ObjectDef(
+            name=obj.name,
+            label=obj.label,
+            key_prefix=obj.key_prefix,
+            fields=fields,
+            custom=obj.custom,
+            is_event=obj.is_event,
+            label_plural=obj.label_plural,
+        )
+        self.objects[obj.name] = new
+        self._link_children()
+        self._by_lower = {name.lower(): o for name, o in self.objects.items()}
+        return new
 
     def by_prefix(self, prefix: str) -> ObjectDef | None:
         for obj in self.objects.values():

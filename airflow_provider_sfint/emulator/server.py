@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import grpc
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from .app import Emulator
+from .pubsub import PubSubServer
 
 
 def make_self_signed(directory: str | Path) -> tuple[Path, Path]:
@@ -57,6 +59,11 @@ def make_self_signed(directory: str | Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def grpc_credentials(cert_path: Path, key_path: Path) -> grpc.ServerCredentials:
+    """gRPC server credentials from the HTTPS certificate and key."""
+    return grpc.ssl_server_credentials([(key_path.read_bytes(), cert_path.read_bytes())])
+
+
 #: Idle keep-alive connections stay open this long (uvicorn's 5 s default closed connections that clients
 #: without retries, such as simple-salesforce, reuse between polls, failing them where Salesforce would not).
 KEEP_ALIVE_SECONDS = 65
@@ -68,7 +75,10 @@ class EmulatorServer:
     ::
 
         with EmulatorServer(tls=True) as server:
-            print(server.url, server.cert_path)
+            print(server.url, server.cert_path, server.grpc_target)
+
+    The Pub/Sub API (gRPC) is served beside it on ``grpc_port`` (a free port unless given), plaintext, or TLS
+    with the same certificate when ``tls`` is set.
     """
 
     def __init__(
@@ -79,6 +89,7 @@ class EmulatorServer:
         tls: bool = False,
         cert_dir: str | Path | None = None,
         log_level: str = "warning",
+        grpc_port: int = 0,
     ) -> None:
         self.emulator = emulator or Emulator(seed="empty")
         self.host = host
@@ -102,6 +113,15 @@ class EmulatorServer:
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
+        credentials = grpc_credentials(self.cert_path, self.key_path) if self.cert_path and self.key_path else None
+        self.pubsub = PubSubServer(self.emulator, host, grpc_port, credentials)
+        self.grpc_port = self.pubsub.port
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the Pub/Sub API, for ``grpc.insecure_channel`` or ``grpc.secure_channel``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -120,9 +140,11 @@ class EmulatorServer:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the emulator server did not start within 15 s")
             time.sleep(0.02)
+        self.pubsub.start()
         return self
 
     def stop(self) -> None:
+        self.pubsub.stop()
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from .ids import make_id
 from .schema import ObjectDef, Org
@@ -40,6 +40,16 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+class TransactionListener(Protocol):
+    """Told about savepoints (the event bus buffers change events along them)."""
+
+    def mark(self) -> int: ...
+
+    def rollback_to(self, mark: int) -> None: ...
+
+    def before_commit(self) -> None: ...
+
+
 class Store:
     """The org's records. All access goes through one connection guarded by a re-entrant lock."""
 
@@ -51,6 +61,7 @@ class Store:
         self._next: dict[str, int] = {}
         self._savepoints = 0
         self._insert_sql: dict[tuple[str, ...], str] = {}
+        self.listener: TransactionListener | None = None
         self.create_schema()
 
     # --- schema ---------------------------------------------------------------------------------
@@ -96,34 +107,53 @@ class Store:
                         )
                 row = self.conn.execute(f"SELECT MAX(rid) FROM {obj.table}").fetchone()
                 self._next[obj.name] = (row[0] or 0) + 1
+            # the event bus: change events and platform events, in commit order (AUTOINCREMENT: never reused)
             self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS _events (replay_id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "event TEXT NOT NULL, uuid TEXT NOT NULL, created TEXT NOT NULL, payload TEXT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS _bus (position INTEGER PRIMARY KEY AUTOINCREMENT, entity TEXT NOT NULL, "
+                "created REAL NOT NULL, schema_id TEXT NOT NULL, uuid TEXT NOT NULL, payload BLOB NOT NULL)"
             )
+            self.conn.execute('CREATE INDEX IF NOT EXISTS "ix__bus_entity" ON _bus (entity, position)')
 
     def reset(self) -> None:
         with self.lock:
             for obj in self.org.data_objects:
                 self.conn.execute(f"DROP TABLE IF EXISTS {obj.table}")
-            self.conn.execute("DROP TABLE IF EXISTS _events")
+            self.conn.execute("DROP TABLE IF EXISTS _bus")
             self.create_schema()
 
     # --- transactions ---------------------------------------------------------------------------
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._savepoints > 0
+
+    @property
+    def depth(self) -> int:
+        return self._savepoints
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """A (nestable) savepoint: everything inside rolls back together if an exception escapes."""
+        """A (nestable) savepoint: everything inside rolls back together if an exception escapes.
+
+        The listener (the event bus) drops what a rolled-back savepoint recorded, and writes the outermost
+        transaction's events just before it commits, inside it."""
         with self.lock:
             self._savepoints += 1
             name = f"sp{self._savepoints}"
             counters = dict(self._next)
+            listener = self.listener
+            mark = listener.mark() if listener is not None else 0
             self.conn.execute(f"SAVEPOINT {name}")
             try:
                 yield
+                if listener is not None and self._savepoints == 1:
+                    listener.before_commit()
             except BaseException:
                 self.conn.execute(f"ROLLBACK TO {name}")
                 self.conn.execute(f"RELEASE {name}")
                 self._next = counters
+                if listener is not None:
+                    listener.rollback_to(mark)
                 raise
             else:
                 self.conn.execute(f"RELEASE {name}")
@@ -217,21 +247,70 @@ class Store:
             rows = cur.fetchall()
             return [d[0] for d in cur.description or ()], rows
 
-    # --- platform events ------------------------------------------------------------------------
+    # --- the event bus ----------------------------------------------------------------------------
 
-    def append_event(self, event: str, uuid: str, created: str, payload: str) -> int:
+    def append_bus_rows(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        """Append ``(entity, created, schema_id, uuid, payload)`` rows; returns their positions."""
+        positions = []
         with self.lock:
-            cur = self.conn.execute(
-                "INSERT INTO _events (event, uuid, created, payload) VALUES (?, ?, ?, ?)",
-                (event, uuid, created, payload),
-            )
-            return int(cur.lastrowid or 0)
+            for row in rows:
+                cur = self.conn.execute(
+                    "INSERT INTO _bus (entity, created, schema_id, uuid, payload) VALUES (?, ?, ?, ?, ?)", row
+                )
+                positions.append(int(cur.lastrowid or 0))
+        return positions
 
-    def events(self, event: str | None = None, after: int = 0) -> list[tuple[Any, ...]]:
-        sql = "SELECT replay_id, event, uuid, created, payload FROM _events WHERE replay_id > ?"
-        params: list[Any] = [after]
-        if event:
-            sql += " AND event = ?"
-            params.append(event)
+    @staticmethod
+    def _entity_filter(entities: Sequence[str]) -> str:
+        return "entity = ?" if len(entities) == 1 else f"entity IN ({', '.join('?' for _ in entities)})"
+
+    def read_bus(
+        self, entities: Sequence[str], after: int, limit: int, oldest: float, newest: float
+    ) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` events of ``entities`` after ``after``, created in [oldest, newest], in order."""
+        sql = (
+            "SELECT position, entity, created, schema_id, uuid, payload FROM _bus WHERE position > ? AND "
+            f"{self._entity_filter(entities)} AND created >= ? ORDER BY position LIMIT ?"
+        )
         with self.lock:
-            return self.conn.execute(sql + " ORDER BY replay_id", params).fetchall()
+            rows = self.conn.execute(sql, (after, *entities, oldest, limit)).fetchall()
+        ready = []
+        for row in rows:  # in order: stop at the first one not yet deliverable
+            if row[2] > newest:
+                break
+            ready.append(row)
+        return ready
+
+    def last_bus_position(self, entities: Sequence[str] = ()) -> int:
+        where = f" WHERE {self._entity_filter(entities)}" if entities else ""
+        with self.lock:
+            return int(self.conn.execute(f"SELECT MAX(position) FROM _bus{where}", tuple(entities)).fetchone()[0] or 0)
+
+    def first_bus_position_since(self, entities: Sequence[str], oldest: float) -> int:
+        """The first position of ``entities`` created at or after ``oldest`` (or one past the end)."""
+        with self.lock:
+            row = self.conn.execute(
+                f"SELECT MIN(position) FROM _bus WHERE {self._entity_filter(entities)} AND created >= ?",
+                (*entities, oldest),
+            ).fetchone()
+            if row[0] is not None:
+                return int(row[0])
+            return self.last_bus_position() + 1
+
+    def bus_created(self, position: int) -> float | None:
+        with self.lock:
+            row = self.conn.execute("SELECT created FROM _bus WHERE position = ?", (position,)).fetchone()
+        return float(row[0]) if row else None
+
+    def count_bus(self, entities: Sequence[str]) -> int:
+        with self.lock:
+            sql = f"SELECT COUNT(*) FROM _bus WHERE {self._entity_filter(entities)}"
+            return int(self.conn.execute(sql, tuple(entities)).fetchone()[0])
+
+    def bus_events(self, entity: str, after: int = 0) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return self.conn.execute(
+                "SELECT position, entity, created, schema_id, uuid, payload FROM _bus WHERE entity = ? "
+                "AND position > ? ORDER BY position",
+                (entity, after),
+            ).fetchall()
