@@ -180,6 +180,7 @@ def _contact() -> list[FieldDef]:
         field_def("Salutation", "picklist", length=40, picklist=["Mr.", "Ms.", "Mrs.", "Dr.", "Prof."]),
         field_def("Name", "string", length=121, createable=False, updateable=False, name_field=True, label="Full Name"),
         *address_fields("Mailing"),
+        *address_fields("Other"),
         field_def("Phone", "phone", length=40),
         field_def("MobilePhone", "phone", length=40),
         field_def("Email", "email", length=80, id_lookup=True),
