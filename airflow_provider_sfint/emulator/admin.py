@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from .clock import storage_datetime
 from .errors import ApiError, RecordError
+from .eventbus import replay_bytes
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -300,7 +301,13 @@ def _pubsub(em: Emulator, method: str, rest: list[str], body: dict[str, Any]) ->
             else:
                 setattr(bus.settings, key, type(current)(value))
     if what == "":
-        return {"grpc_port": em.grpc_port, "cdc_entities": sorted(bus.cdc_entities), **vars(bus.settings)}
+        latest = bus.latest_position()
+        return {
+            "grpc_port": em.grpc_port,
+            "cdc_entities": sorted(bus.cdc_entities),
+            "latest_replay_id": replay_bytes(latest).hex() if latest else None,
+            **vars(bus.settings),
+        }
     if what == "cdc":  # {"enable": [...], "disable": [...]} selects entities for Change Data Capture
         if method == "PUT":
             for name in [*body.get("enable", []), *body.get("disable", [])]:

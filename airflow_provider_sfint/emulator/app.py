@@ -122,6 +122,7 @@ class Emulator:
             raise ValueError(f"unknown seed {seed!r}: use 'demo', 'empty' or 'keep'")
         keep = seed == "keep" and self.store.count(self.org.objects["User"]) > 0
         if not keep:
+            self.org.restore()  # fields added through the admin API go with the records
             self.store.reset()
         self.bulk.reset()
         self.events.reset()

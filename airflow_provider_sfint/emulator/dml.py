@@ -228,6 +228,7 @@ class Writer:
         self._known_refs: set[str] = set()
         self._stamp_key = -1
         self._stamp_text = ""
+        self._stamp_serial = -1
         self._deferred: list[tuple[int, dict[str, Any]]] = []
         self._reserved: list[tuple[int, str]] = []
         self._pending_unique: dict[tuple[str, str], dict[Any, str]] = {}
@@ -432,7 +433,14 @@ class Writer:
         self._reserved = []
 
     def _stamp(self) -> str:
-        """The current time in stored form (formatted at most once per millisecond)."""
+        """The current time in stored form (formatted at most once per millisecond). Inside a transaction
+        every write gets the transaction's first timestamp, as Salesforce stamps one DML transaction."""
+        if self.store.in_transaction:
+            if self._stamp_serial != self.store.txn_serial:
+                self._stamp_serial = self.store.txn_serial
+                self._stamp_key = -1
+            elif self._stamp_key != -1:
+                return self._stamp_text
         seconds = self.clock.time()
         key = int(seconds * 1000)
         if key != self._stamp_key:
@@ -570,7 +578,7 @@ class Writer:
         if hard:
             self.store.hard_delete(obj, current["Id"])
         else:
-            now = storage_datetime(self.clock.now())
+            now = self._stamp()
             self.store.update(
                 obj,
                 current["Id"],

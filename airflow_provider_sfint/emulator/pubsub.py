@@ -59,6 +59,7 @@ class _Subscription:
     entities: frozenset[str] = frozenset()
     preset: int = pb.LATEST
     replay_id: bytes = b""
+    latest_at_start: int = 0
     pending: int = 0
     last_request: float = 0.0
     token: str = ""
@@ -274,7 +275,8 @@ class PubSubService:
                 if position is None:
                     position = self._start_position(sub)
                 with sub.lock:
-                    pending, entities = sub.pending, sub.entities
+                    pending, topic = sub.pending, sub.topic or ""
+                _, entities = self._topic(topic)  # selection and channel members may change while subscribed
                 now = bus.clock.time()
                 if pending > 0:
                     events = bus.read(entities, position, pending)
@@ -357,7 +359,7 @@ class PubSubService:
                     "unknown. Subscribe with EARLIEST, or take a new snapshot and subscribe with LATEST.",
                 )
             return position
-        return bus.latest_position()
+        return sub.latest_at_start
 
     def _read_requests(self, requests: Iterator[Any], sub: _Subscription, tenant: str) -> None:
         """The reader side of a Subscribe call: validates each FetchRequest and adds up what is requested."""
@@ -383,6 +385,8 @@ class PubSubService:
                         _, entities = self._topic(request.topic_name)
                         sub.topic, sub.entities = request.topic_name, entities
                         sub.preset, sub.replay_id = request.replay_preset, request.replay_id
+                        if sub.preset == pb.LATEST:  # what is published after the server reads this request
+                            sub.latest_at_start = self.em.events.latest_position()
                     elif request.topic_name and request.topic_name != sub.topic:
                         raise PubSubError(
                             grpc.StatusCode.INVALID_ARGUMENT,

@@ -163,6 +163,7 @@ class Org:
             )
         self._link_children()
         self._by_lower = {name.lower(): obj for name, obj in self.objects.items()}
+        self._original: dict[str, ObjectDef] | None = None  # the objects before fields were added at runtime
         self.allowed_audiences: list[str] = list(spec.get("audiences") or [])
         self.limits: dict[str, int] = dict(spec.get("limits") or {})
         # Change Data Capture: the entities selected for the standard channels, and custom channels
@@ -209,8 +210,19 @@ class Org:
     def get(self, name: str) -> ObjectDef | None:
         return self._by_lower.get(name.lower())
 
+    def restore(self) -> bool:
+        """Forget fields added since loading (``add_custom_field``); True if there were any."""
+        if self._original is None:
+            return False
+        self.objects, self._original = self._original, None
+        self._link_children()
+        self._by_lower = {name.lower(): o for name, o in self.objects.items()}
+        return True
+
     def add_custom_field(self, object_name: str, field_name: str, spec: dict[str, Any]) -> ObjectDef:
         """Add a custom field to an object (as Setup would); returns the object's new definition."""
+        if self._original is None:
+            self._original = dict(self.objects)
         obj = self.get(object_name)
         if obj is None:
             raise ValueError(f"unknown object {object_name!r}")

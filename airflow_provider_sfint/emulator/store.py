@@ -62,6 +62,7 @@ class Store:
         self._savepoints = 0
         self._insert_sql: dict[tuple[str, ...], str] = {}
         self.listener: TransactionListener | None = None
+        self.txn_serial = 0  # counts outermost transactions (writes in one share their timestamp)
         self.create_schema()
 
     # --- schema ---------------------------------------------------------------------------------
@@ -139,6 +140,8 @@ class Store:
         transaction's events just before it commits, inside it."""
         with self.lock:
             self._savepoints += 1
+            if self._savepoints == 1:
+                self.txn_serial += 1
             name = f"sp{self._savepoints}"
             counters = dict(self._next)
             listener = self.listener
