@@ -213,9 +213,12 @@ class PubSubService:
                     raise EventTooLarge(len(event.payload), self.em.events.settings.max_event_bytes)
                 position, _ = self.em.events.publish_encoded(obj, event.payload, user)
                 result.replay_id = replay_bytes(position)
-            except (ValueError, EventTooLarge, EOFError, TypeError, KeyError) as exc:
+            except (ValueError, EventTooLarge) as exc:
                 result.error.code = pb.ERROR_PUBLISH
-                result.error.msg = str(exc) or type(exc).__name__
+                result.error.msg = str(exc)
+            except Exception as exc:  # bytes that are not an Avro record of the schema fail in many ways
+                result.error.code = pb.ERROR_PUBLISH
+                result.error.msg = f"The payload is not an Avro record of schema {schema.schema_id}: {exc!r}"
             results.append(result)
         return pb.PublishResponse(results=results, schema_id=schema.schema_id, rpc_id=rpc_id)
 
