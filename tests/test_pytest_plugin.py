@@ -89,9 +89,19 @@ def test_faults_are_reset_between_tests_1(sfint_org):
 
 def test_faults_are_reset_between_tests_2(sfint_org):
     assert httpx.get(sfint_org.url + "/__emulator__/faults").json()["rules"] == []
+
+
+def test_change_data_capture_and_pubsub(sfint_org):
+    assert sfint_org.pubsub()["grpc_port"] == int(sfint_org.grpc_target.rsplit(":", 1)[1])
+    assert sfint_org.change_data_capture(enable=["Invoice__c"]) == ["Invoice__c"]
+    (invoice,) = sfint_org.load("Invoice__c", [{"Name": "INV-2"}])
+    sfint_org.gap("Invoice__c", [invoice], "GAP_CREATE")
+    channels = {c["channel"]: c for c in sfint_org.channels()}
+    assert channels["/data/Invoice__ChangeEvent"]["events"] == 1
+    assert "/event/Invoice_Paid__e" in channels
 """,
         encoding="utf-8",
     )
     result = _run(tmp_path, "test_fixtures.py", "--sfint-org", str(org), "--sfint-seed", "empty")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert "4 passed" in result.stdout
+    assert "5 passed" in result.stdout

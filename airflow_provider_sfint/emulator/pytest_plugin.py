@@ -21,7 +21,7 @@ Imports only the emulator (never the provider's client or Airflow), like the emu
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class EmulatedOrg:
     def __init__(self, server: EmulatorServer, seed: str, records: int) -> None:
         self.server = server
         self.url = server.url
+        self.grpc_target = server.grpc_target  # the Pub/Sub API (gRPC), host:port
         self.seed = seed
         self.records_seeded = records
         verify: bool | str = str(server.cert_path) if server.cert_path else True
@@ -76,6 +77,28 @@ class EmulatedOrg:
     def events(self, event: str | None = None) -> list[dict[str, Any]]:
         """Published platform events, with their payloads and replay ids."""
         return list(self._call("GET", "events", params={"event": event} if event else {}))
+
+    def pubsub(self, **settings: Any) -> dict[str, Any]:
+        """Pub/Sub settings and faults (``keepalive_seconds``, ``idle_seconds``, ``cut_stream_after_events``,
+        ``unavailable_calls``, ...); with no argument, the current ones and the gRPC port."""
+        return dict(self._call("PUT" if settings else "GET", "pubsub", json=settings or None))
+
+    def change_data_capture(self, enable: Sequence[str] = (), disable: Sequence[str] = ()) -> list[str]:
+        """Select (or deselect) objects for Change Data Capture; returns the selection."""
+        body = {"enable": list(enable), "disable": list(disable)}
+        return list(self._call("PUT", "pubsub/cdc", json=body)["cdc_entities"])
+
+    def channels(self) -> list[dict[str, Any]]:
+        """Every event channel with its latest replay id, stored events and deliveries."""
+        return list(self._call("GET", "pubsub/channels"))
+
+    def gap(self, obj: str, ids: list[str], change_type: str = "GAP_UPDATE") -> None:
+        """Gap events for records changed "straight in the database" (subscribers must re-read them)."""
+        self._call("POST", "pubsub/gap", json={"object": obj, "ids": ids, "change_type": change_type})
+
+    def undelete(self, obj: str, ids: list[str]) -> list[str]:
+        """Restore deleted records from the recycle bin (an UNDELETE change event each)."""
+        return list(self._call("POST", "pubsub/undelete", json={"object": obj, "ids": ids})["ids"])
 
     def api_calls(self) -> int:
         """API calls counted against the org's daily allowance since the last reset."""
