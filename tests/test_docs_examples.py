@@ -116,3 +116,10 @@ def test_soql_literal_filter_renders_a_safe_query(
     task.soql = soql
     task.execute({})
     assert pq.read_table(tmp_path / "a.parquet").column("Name").to_pylist() == ["O'Brien"]
+
+
+def test_pubsub_subscribe_doc_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The events page's Pub/Sub client example: a plain grpcio subscriber reads an Account's change event."""
+    exec(compile(_blocks("events.md")[1], "events.md[1]", "exec"), {"__name__": "__docs__"})
+    out = capsys.readouterr().out
+    assert "CREATE ['001" in out and "Acme Paris" in out and "resume after replay id" in out
