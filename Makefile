@@ -9,9 +9,9 @@ FLOOR_AIRFLOW ?= 3.1.8
 FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
-BENCHES := bench-emulator bench-query bench-ingest bench-composite
+BENCHES := bench-emulator bench-query bench-ingest bench-composite bench-events
 
-.PHONY: proto install demo airflow bench docs test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite clean
+.PHONY: proto install demo airflow bench docs test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-ingest: $(STAMP)
 
 bench-composite: $(STAMP)
 	$(BIN)/python bench/composite.py
+
+# Change events: delivery to one subscriber against a bare gRPC floor, and CDC's cost on Bulk ingest.
+bench-events: $(STAMP)
+	$(BIN)/python bench/events.py
 
 # The Pub/Sub API's compiled descriptor set, from the .proto (tests/test_pubsub_proto.py checks it is current).
 proto: $(STAMP)

@@ -48,8 +48,9 @@ class EmulatorProcess:
     """``python -m airflow_provider_sfint.emulator`` on a free port, in its own process group (its own GIL),
     so the client being measured does not share a core's interpreter with the server."""
 
-    def __init__(self, *, tls: bool = False, cert_dir: Path | None = None) -> None:
+    def __init__(self, *, tls: bool = False, cert_dir: Path | None = None, extra_args: list[str] | None = None) -> None:
         self.port = free_port()
+        self.extra_args = list(extra_args or [])
         self.tls = tls
         self.cert_dir = cert_dir
         scheme = "https" if tls else "http"
@@ -59,6 +60,7 @@ class EmulatorProcess:
 
     def __enter__(self) -> EmulatorProcess:
         command = [sys.executable, "-m", "airflow_provider_sfint.emulator", "--seed", "empty", "--port", str(self.port)]
+        command += self.extra_args
         if self.tls:
             assert self.cert_dir is not None
             command += ["--tls", "--cert-dir", str(self.cert_dir)]

@@ -115,12 +115,40 @@ def render() -> tuple[str, str]:
             f"| server peak RSS | {emulator['server_peak_rss_mb']} MB | |",
             "",
         ]
+    events = _load("events")
+    if events:
+        machine = events.get("machine", {})
+        ingest = events["ingest"]
+        lines += [f"## Change events: {events.get('workload', '')}", ""]
+        lines += [f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}.", ""]
+        lines += [
+            "The emulator's Pub/Sub API delivering the change events of a Bulk upsert to one subscriber (100",
+            "events requested at a time, payloads not decoded), against the floor: a bare grpcio server streaming",
+            "the same number of pre-encoded payloads with no store. `peak RSS MB` is the serving process's.",
+            "",
+            "| tool | wall s | events | events/s | peak RSS MB |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['tool']} | {_cell(r['wall_s'])} | {_cell(r['events'])} | {_cell(r['events_per_s'])} | "
+            f"{_cell(r['peak_rss_mb'])} |"
+            for r in events["rows"]
+        ]
+        lines += [
+            "",
+            f"Capturing change events during Bulk ingest of {ingest['rows']:,} rows: "
+            f"{ingest['seconds_without_cdc']} s without CDC, {ingest['seconds_with_cdc']} s with it (best of "
+            f"{len(ingest['runs']['with_cdc'])} alternating runs each; every run: {ingest['runs']}).",
+            "",
+            *_checks(events["checks"]),
+            "",
+        ]
     lines += [
         "## Reproduce",
         "",
         "```bash",
         "make bench            # every benchmark, then this page",
-        "make bench-query      # one of them (also bench-ingest, bench-composite, bench-emulator)",
+        "make bench-query      # one of them (also bench-ingest, bench-composite, bench-emulator, bench-events)",
         ".venv/bin/python bench/report.py   # this page from the recorded results",
         "```",
         "",

@@ -97,7 +97,7 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
                 "api_usage": em.limits.api_used,
                 "api_max": em.limits.api_max,
                 "token_calls": em.auth.token_calls,
-                "events": sum(len(em.store.bus_events(o.name)) for o in em.org.objects.values() if o.is_event),
+                "events": sum(len(em.events.log.of(o.name)) for o in em.org.objects.values() if o.is_event),
                 "requests_in_flight": len(em.limits.in_flight),
             }
         )
@@ -252,7 +252,7 @@ def _platform_events(em: Emulator, name: str | None, after: int) -> list[dict[st
     for obj in em.org.objects.values():
         if not obj.is_event or (name and obj.name.lower() != name.lower()):
             continue
-        for position, entity, created, schema_id, event_uuid, payload in em.store.bus_events(obj.name, after):
+        for position, entity, created, schema_id, event_uuid, payload in em.events.log.of(obj.name, after):
             schema = em.events.schemas.get(schema_id)
             assert schema is not None
             values = schema.decode(payload)

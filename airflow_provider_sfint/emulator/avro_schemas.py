@@ -22,12 +22,14 @@ import hashlib
 import io
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from .avro_fast import compile_values, date_days, datetime_ms
 from .model import FieldDef, ObjectDef
 
 NAMESPACE = "com.sforce.eventbus"
@@ -140,9 +142,9 @@ def stored_to_avro(kind: str, value: Any) -> Any:
     if value is None:
         return None
     if kind == "long" and isinstance(value, str):
-        return int(datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp() * 1000)
+        return datetime_ms(value)
     if kind == "int" and isinstance(value, str):
-        return (date.fromisoformat(value) - EPOCH).days
+        return date_days(value)
     if kind == "boolean":
         return bool(value)
     if kind == "double":
@@ -160,6 +162,25 @@ class ObjectSchema:
     json_text: str
     parsed: Any
     slots: list[Slot]
+    _values: Callable[[dict[str, Any]], bytes] | None = None
+    _positions: dict[str, tuple[int, int]] | None = None
+
+    def encode_values(self, values: dict[str, Any]) -> bytes:
+        """The Avro bytes of every slot after the header, from stored column values (absent = null)."""
+        if self._values is None:
+            self._values = compile_values(self.slots)
+        return self._values(values)
+
+    @property
+    def positions(self) -> dict[str, tuple[int, int]]:
+        """Column -> (top-level field index, component bit or -1), the header being field 0."""
+        if self._positions is None:
+            found: dict[str, tuple[int, int]] = {}
+            for index, slot in enumerate(self.slots, start=1):
+                for bit, column in enumerate(slot.columns):
+                    found[column] = (index, bit if slot.compound else -1)
+            self._positions = found
+        return self._positions
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, storage_datetime
 from .errors import ApiError, RecordError, json_parser_error
+from .eventbus import Change
 from .ids import make_id, make_ids, to18
 from .schema import FieldDef, ObjectDef, Org
 from .store import Store
@@ -504,8 +505,6 @@ class Writer:
         self, obj: ObjectDef, kind: str, record_id: str, values: dict[str, Any], nulled: frozenset[str] = frozenset()
     ) -> None:
         if self.events is not None:
-            from .eventbus import Change
-
             self.events.record(Change(obj, kind, record_id, values, self.user_id, self.origin, nulled))
 
     def load(self, obj: ObjectDef, record_id: str) -> dict[str, Any]:

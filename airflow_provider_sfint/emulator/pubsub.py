@@ -30,7 +30,7 @@ import grpc
 
 import airflow_provider_sfint.pubsub_proto as pb
 
-from .eventbus import EventTooLarge, position_of, replay_bytes
+from .eventbus import PAYLOAD, POSITION, SCHEMA_ID, UUID, EventTooLarge, position_of, replay_bytes
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -296,7 +296,7 @@ class PubSubService:
                             events = events[: max(0, cut - sent_events)]
                             if not events:
                                 context.abort(grpc.StatusCode.UNAVAILABLE, "stream cut by the emulator's fault")
-                        position = events[-1].position
+                        position = events[-1][POSITION]
                         sent_events += len(events)
                         with sub.lock:
                             sub.pending -= len(events)
@@ -306,8 +306,8 @@ class PubSubService:
                         yield pb.FetchResponse(
                             events=[
                                 pb.ConsumerEvent(
-                                    event=pb.ProducerEvent(id=e.uuid, schema_id=e.schema_id, payload=e.payload),
-                                    replay_id=replay_bytes(e.position),
+                                    event=pb.ProducerEvent(id=e[UUID], schema_id=e[SCHEMA_ID], payload=e[PAYLOAD]),
+                                    replay_id=replay_bytes(e[POSITION]),
                                 )
                                 for e in events
                             ],

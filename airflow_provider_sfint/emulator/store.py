@@ -43,9 +43,9 @@ def connect(path: str) -> sqlite3.Connection:
 class TransactionListener(Protocol):
     """Told about savepoints (the event bus buffers change events along them)."""
 
-    def mark(self) -> int: ...
+    def mark(self) -> Any: ...
 
-    def rollback_to(self, mark: int) -> None: ...
+    def rollback_to(self, mark: Any) -> None: ...
 
     def before_commit(self) -> None: ...
 
@@ -108,18 +108,11 @@ class Store:
                         )
                 row = self.conn.execute(f"SELECT MAX(rid) FROM {obj.table}").fetchone()
                 self._next[obj.name] = (row[0] or 0) + 1
-            # the event bus: change events and platform events, in commit order (AUTOINCREMENT: never reused)
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS _bus (position INTEGER PRIMARY KEY AUTOINCREMENT, entity TEXT NOT NULL, "
-                "created REAL NOT NULL, schema_id TEXT NOT NULL, uuid TEXT NOT NULL, payload BLOB NOT NULL)"
-            )
-            self.conn.execute('CREATE INDEX IF NOT EXISTS "ix__bus_entity" ON _bus (entity, position)')
 
     def reset(self) -> None:
         with self.lock:
             for obj in self.org.data_objects:
                 self.conn.execute(f"DROP TABLE IF EXISTS {obj.table}")
-            self.conn.execute("DROP TABLE IF EXISTS _bus")
             self.create_schema()
 
     # --- transactions ---------------------------------------------------------------------------
@@ -145,7 +138,7 @@ class Store:
             name = f"sp{self._savepoints}"
             counters = dict(self._next)
             listener = self.listener
-            mark = listener.mark() if listener is not None else 0
+            mark = listener.mark() if listener is not None else None
             self.conn.execute(f"SAVEPOINT {name}")
             try:
                 yield
@@ -249,71 +242,3 @@ class Store:
             cur = self.conn.execute(sql, params)
             rows = cur.fetchall()
             return [d[0] for d in cur.description or ()], rows
-
-    # --- the event bus ----------------------------------------------------------------------------
-
-    def append_bus_rows(self, rows: list[tuple[Any, ...]]) -> list[int]:
-        """Append ``(entity, created, schema_id, uuid, payload)`` rows; returns their positions."""
-        positions = []
-        with self.lock:
-            for row in rows:
-                cur = self.conn.execute(
-                    "INSERT INTO _bus (entity, created, schema_id, uuid, payload) VALUES (?, ?, ?, ?, ?)", row
-                )
-                positions.append(int(cur.lastrowid or 0))
-        return positions
-
-    @staticmethod
-    def _entity_filter(entities: Sequence[str]) -> str:
-        return "entity = ?" if len(entities) == 1 else f"entity IN ({', '.join('?' for _ in entities)})"
-
-    def read_bus(
-        self, entities: Sequence[str], after: int, limit: int, oldest: float, newest: float
-    ) -> list[tuple[Any, ...]]:
-        """Up to ``limit`` events of ``entities`` after ``after``, created in [oldest, newest], in order."""
-        sql = (
-            "SELECT position, entity, created, schema_id, uuid, payload FROM _bus WHERE position > ? AND "
-            f"{self._entity_filter(entities)} AND created >= ? ORDER BY position LIMIT ?"
-        )
-        with self.lock:
-            rows = self.conn.execute(sql, (after, *entities, oldest, limit)).fetchall()
-        ready = []
-        for row in rows:  # in order: stop at the first one not yet deliverable
-            if row[2] > newest:
-                break
-            ready.append(row)
-        return ready
-
-    def last_bus_position(self, entities: Sequence[str] = ()) -> int:
-        where = f" WHERE {self._entity_filter(entities)}" if entities else ""
-        with self.lock:
-            return int(self.conn.execute(f"SELECT MAX(position) FROM _bus{where}", tuple(entities)).fetchone()[0] or 0)
-
-    def first_bus_position_since(self, entities: Sequence[str], oldest: float) -> int:
-        """The first position of ``entities`` created at or after ``oldest`` (or one past the end)."""
-        with self.lock:
-            row = self.conn.execute(
-                f"SELECT MIN(position) FROM _bus WHERE {self._entity_filter(entities)} AND created >= ?",
-                (*entities, oldest),
-            ).fetchone()
-            if row[0] is not None:
-                return int(row[0])
-            return self.last_bus_position() + 1
-
-    def bus_created(self, position: int) -> float | None:
-        with self.lock:
-            row = self.conn.execute("SELECT created FROM _bus WHERE position = ?", (position,)).fetchone()
-        return float(row[0]) if row else None
-
-    def count_bus(self, entities: Sequence[str]) -> int:
-        with self.lock:
-            sql = f"SELECT COUNT(*) FROM _bus WHERE {self._entity_filter(entities)}"
-            return int(self.conn.execute(sql, tuple(entities)).fetchone()[0])
-
-    def bus_events(self, entity: str, after: int = 0) -> list[tuple[Any, ...]]:
-        with self.lock:
-            return self.conn.execute(
-                "SELECT position, entity, created, schema_id, uuid, payload FROM _bus WHERE entity = ? "
-                "AND position > ? ORDER BY position",
-                (entity, after),
-            ).fetchall()
