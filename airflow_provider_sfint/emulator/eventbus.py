@@ -527,8 +527,15 @@ class EventBus:
         return self.log.read(entities, after, limit, self.retention_start(), ready)
 
     def latest_position(self) -> int:
-        """The newest position on the whole bus (what keep-alives report, as on a shared bus)."""
+        """The newest position on the whole bus."""
         return self.log.last()
+
+    def keepalive_position(self, entities: frozenset[str], after: int) -> int:
+        """What a keep-alive reports as ``latest_replay_id``: the newest position on the bus (as on a shared
+        bus, possibly ahead of the subscriber's events), but never past an event of the topic that is stored
+        and not yet deliverable (a delayed one): resuming there must not skip it."""
+        waiting = self.log.read(entities, after, 1, self.retention_start(), float("inf"))
+        return waiting[0][POSITION] - 1 if waiting else self.log.last()
 
     def earliest_position(self, entities: frozenset[str]) -> int:
         """The position just before the oldest retained event of ``entities``."""

@@ -318,7 +318,7 @@ class PubSubService:
                         continue
                     if now - last_sent >= bus.settings.keepalive_seconds:
                         last_sent = now
-                        latest = max(position, bus.latest_position())
+                        latest = max(position, bus.keepalive_position(entities, position))
                         yield pb.FetchResponse(
                             latest_replay_id=replay_bytes(latest) if latest else b"",
                             rpc_id=rpc_id,

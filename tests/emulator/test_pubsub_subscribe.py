@@ -316,14 +316,23 @@ def test_delivery_is_counted_in_limits_and_refused_when_used_up(
 
 
 def test_delayed_delivery(bus: PubSubTestClient, sf: SalesforceHttp, admin: Admin) -> None:
-    admin._call("PUT", "pubsub", json={"delivery_delay_seconds": 1.0})
+    admin._call("PUT", "pubsub", json={"delivery_delay_seconds": 1.5, "keepalive_seconds": 0.3})
     stream = bus.subscribe()
     stream.send(topic_name=TOPIC, num_requested=5)
-    time.sleep(0.3)
+    time.sleep(0.5)
     start = time.monotonic()
     _create_accounts(sf, 1)
-    assert len(stream.events(1)) == 1
-    assert time.monotonic() - start >= 0.9
+    keepalives = []
+    while True:
+        response = stream.next(10)
+        assert response is not None, stream.error
+        if response.events:
+            break
+        keepalives.append(response.latest_replay_id)
+    assert time.monotonic() - start >= 1.4
+    # a keep-alive never points past an event still waiting: resuming there would skip it
+    event_id = int.from_bytes(response.events[0].replay_id, "big")
+    assert keepalives and all(int.from_bytes(k, "big") < event_id for k in keepalives if k)
     stream.close()
 
 
