@@ -239,6 +239,8 @@ class Session:
     issued_at: float = 0.0
     #: the signed-in user's id, from the token response's identity URL (None for a pre-issued token)
     user_id: str | None = None
+    #: the org's id (``00D...``), from the same URL (None for a pre-issued token): the Pub/Sub ``tenantid``
+    org_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -326,8 +328,12 @@ def parse_token_response(config: ClientConfig, status: int, body: Any, generatio
         )
     instance = check_url(str(body.get("instance_url", "")), allowed_hosts=config.allowed_hosts)
     identity = str(body.get("id") or "")
-    user_id = identity.rstrip("/").rsplit("/", 1)[-1] if "/id/" in identity else None
-    return Session(str(body["access_token"]), instance, generation, time.time(), user_id)
+    user_id = org_id = None
+    if "/id/" in identity:  # .../id/<org id>/<user id>
+        parts = identity.rstrip("/").rsplit("/id/", 1)[1].split("/")
+        org_id = parts[0] or None
+        user_id = parts[-1] if len(parts) > 1 else None
+    return Session(str(body["access_token"]), instance, generation, time.time(), user_id, org_id)
 
 
 class SessionManager:

@@ -283,3 +283,37 @@ class BulkJobTimeout(BulkJobError):
 
 class ResultIntegrityError(SalesforceError):
     """Result pages do not add up: a row count, locator or total disagrees with what Salesforce said."""
+
+
+class PubSubError(SalesforceError):
+    """A Pub/Sub API call failed: the gRPC status, and Salesforce's code from the ``error-code`` trailer.
+
+    :param grpc_status: the gRPC status name (``UNAVAILABLE``, ``INVALID_ARGUMENT``, ...)
+    :param rpc_id: the ``rpcId`` Salesforce put in the message (quote it to Salesforce support)
+    """
+
+    def __init__(self, message: str, *, grpc_status: str = "", rpc_id: str | None = None, **kw: Any) -> None:
+        self.grpc_status = grpc_status
+        self.rpc_id = rpc_id
+        super().__init__(message, **kw)
+
+
+class ReplayIdExpiredError(PubSubError, PermanentError):
+    """The replay id to resume from is past the 72-hour retention (or unknown): the events after it are gone.
+    Take a fresh snapshot of the objects (a Bulk query) and subscribe again from LATEST."""
+
+
+class ReplayIdCorruptedError(PubSubError, PermanentError):
+    """The replay id is not one Salesforce issued (damaged checkpoint, or from another org or channel)."""
+
+
+class TopicNotFoundError(PubSubError, PermanentError):
+    """The channel does not exist or the user may not read it (names are case-sensitive)."""
+
+
+class PubSubAuthError(PubSubError, AuthenticationError):
+    """The Pub/Sub API refused the session even after signing in again."""
+
+
+class DeliveryAllocationError(PubSubError, LimitExceededError):
+    """The org's event delivery allocation (DailyDeliveredPlatformEvents) is used up."""
