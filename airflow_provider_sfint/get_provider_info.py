@@ -90,6 +90,17 @@ def get_provider_info() -> dict[str, Any]:
                         "loopback hosts unless allow_insecure is also set",
                         "schema": {"type": ["string", "null"], "default": "true"},
                     },
+                    "pubsub_endpoint": {
+                        "label": "Pub/Sub endpoint",
+                        "description": "host:port of the Pub/Sub API (gRPC), for change events and platform events",
+                        "schema": {"type": ["string", "null"], "default": "api.pubsub.salesforce.com:7443"},
+                    },
+                    "org_id": {
+                        "label": "Org id",
+                        "description": "The org id (00D...) for the Pub/Sub API; needed only with a pre-issued "
+                        "access token (token responses carry it)",
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "access_token": {
                         "label": "Access token",
                         "description": "A pre-issued access token (access_token auth type); it cannot be refreshed",

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from .emulator.helpers import Admin
@@ -123,3 +124,17 @@ def test_pubsub_subscribe_doc_example_runs(capsys: pytest.CaptureFixture[str]) -
     exec(compile(_blocks("events.md")[1], "events.md[1]", "exec"), {"__name__": "__docs__"})
     out = capsys.readouterr().out
     assert "CREATE ['001" in out and "Acme Paris" in out and "resume after replay id" in out
+
+
+def test_pubsub_client_doc_example_runs(
+    emulator_server: Any, fresh_org: Admin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The client page's Pub/Sub example, pointed at the test emulator's HTTP and gRPC ports."""
+    code = _blocks("client.md")[2].replace("http://127.0.0.1:8765", emulator_server.url)
+    code = code.replace("127.0.0.1:50051", emulator_server.grpc_target)
+    fresh_org.load("Account", [{"Name": "Loaded without events"}])
+    sf = httpx.Client(base_url=emulator_server.url, headers={"Authorization": f"Bearer {fresh_org.token()}"})
+    sf.post("/services/data/v62.0/sobjects/Account", json={"Name": "Docs"})
+    exec(compile(code, "client.md[2]", "exec"), {"__name__": "__docs__"})
+    out = capsys.readouterr().out
+    assert "published " in out and "CREATE ('001" in out

@@ -46,6 +46,9 @@ _HINTS = {
 }
 
 
+DEFAULT_PUBSUB_ENDPOINT = "api.pubsub.salesforce.com:7443"
+
+
 def is_loopback(host: str) -> bool:
     host = host.strip("[]").lower()
     if host == "localhost":
@@ -117,6 +120,9 @@ class ClientConfig:
     :param max_retry_seconds: total time a request may spend retrying
     :param min_remaining_api_percent: budget check threshold used by operators
     :param cache_key: identifies the connection; sessions are shared per key within a process
+    :param pubsub_endpoint: ``host:port`` of the Pub/Sub API (gRPC)
+    :param org_id: the org id (``00D...``) for the Pub/Sub API when the token response cannot say (a
+        pre-issued access token)
     """
 
     auth_type: str
@@ -140,6 +146,8 @@ class ClientConfig:
     max_retry_seconds: float = 300.0
     min_remaining_api_percent: float = 0.0
     cache_key: str = ""
+    pubsub_endpoint: str = DEFAULT_PUBSUB_ENDPOINT
+    org_id: str | None = None
 
     def validated(self) -> ClientConfig:
         """Check every setting; raise :class:`ConfigurationError` naming the first bad one."""
@@ -192,9 +200,23 @@ class ClientConfig:
                     "TLS verification can only be turned off for loopback hosts; "
                     "set allow_insecure as well to do it anyway",
                 )
+        host, _, port = self.pubsub_endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(
+                "pubsub_endpoint", f"{self.pubsub_endpoint!r} is not host:port (e.g. {DEFAULT_PUBSUB_ENDPOINT})"
+            )
+        if self.org_id is not None and not (len(self.org_id) in (15, 18) and self.org_id.startswith("00D")):
+            raise ConfigurationError("org_id", f"{self.org_id!r} is not an org id (15 or 18 characters, 00D...)")
         if self.verify is False and self.allow_insecure:
             log.warning("TLS verification is OFF for connection %s (allow_insecure is set)", self.cache_key or "?")
         return self
+
+    @property
+    def pubsub_plaintext(self) -> bool:
+        """Plaintext gRPC: only to a loopback Pub/Sub endpoint of a connection whose login URL is plain http
+        (the bundled emulator without TLS). Everything else is TLS, verified."""
+        host = self.pubsub_endpoint.rpartition(":")[0]
+        return is_loopback(host) and self.resolved_login_url.startswith("http://")
 
     @property
     def version(self) -> str:

@@ -31,7 +31,7 @@ from fastavro import schemaless_writer
 
 import airflow_provider_sfint.pubsub_proto as pb
 
-from .auth import is_loopback
+from .auth import DEFAULT_PUBSUB_ENDPOINT, is_loopback
 from .changes import ChangeEvent, EventSchema, PlatformEvent, parse_event
 from .errors import (
     ConfigurationError,
@@ -46,7 +46,7 @@ from .errors import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "api.pubsub.salesforce.com:7443"
+DEFAULT_ENDPOINT = DEFAULT_PUBSUB_ENDPOINT
 MAX_REQUESTED = 100
 PREFIX = "sfdc.platform.eventbus.grpc."
 PRESETS = {"LATEST": pb.LATEST, "EARLIEST": pb.EARLIEST, "CUSTOM": pb.CUSTOM}
@@ -172,6 +172,15 @@ class PubSubClient:
             return Credentials(session.access_token, session.instance_url, tenant, session.generation)
 
         return cls(endpoint, provide, **kw)
+
+    @classmethod
+    def for_config(cls, transport: Any) -> PubSubClient:
+        """A client for the transport's connection: its ``pubsub_endpoint``, ``org_id`` and TLS settings."""
+        config = transport.config
+        verify = config.verify if config.verify is not False else True
+        return cls.for_transport(
+            transport, config.pubsub_endpoint, org_id=config.org_id, verify=verify, plaintext=config.pubsub_plaintext
+        )
 
     # --- plumbing -----------------------------------------------------------------------------------
 

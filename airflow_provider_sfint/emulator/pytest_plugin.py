@@ -136,6 +136,7 @@ def connection_to(server: EmulatorServer, **extra: Any) -> dict[str, Any]:
     credentials; over TLS it trusts the emulator's own certificate, and nothing else, for that host."""
     settings: dict[str, Any] = {"auth_type": "client_credentials", "client_id": CLIENT_ID}
     settings["client_secret"] = CLIENT_SECRET
+    settings["pubsub_endpoint"] = server.grpc_target
     if server.cert_path:
         settings["verify_tls"] = str(server.cert_path)
     return {"conn_type": "sfint", "host": server.url, "extra": {**settings, **extra}}

@@ -24,7 +24,8 @@ from ..client import (
     SalesforceClient,
     SalesforceError,
 )
-from ..client.auth import AUTH_TYPES, DEFAULT_API_VERSION
+from ..client.auth import AUTH_TYPES, DEFAULT_API_VERSION, DEFAULT_PUBSUB_ENDPOINT
+from ..client.pubsub import PubSubClient
 from ..compat import AirflowFailException, mask_secret
 
 if TYPE_CHECKING:
@@ -147,6 +148,8 @@ def config_from_connection(
         max_attempts=int(_number(extra, "max_attempts", 6)),
         max_retry_seconds=_number(extra, "max_retry_seconds", 300.0),
         min_remaining_api_percent=_number(extra, "min_remaining_api_percent", 0.0),
+        pubsub_endpoint=str(extra.get("pubsub_endpoint") or DEFAULT_PUBSUB_ENDPOINT).strip(),
+        org_id=str(extra.get("org_id")).strip() if extra.get("org_id") else None,
         cache_key=conn_id,
     ).validated()
 
@@ -258,6 +261,12 @@ class SalesforceHook(BaseHook):
         client = AsyncSalesforceClient(await self.aget_config())
         client.transport.on_login_refused = self._login_refused
         return client
+
+    async def get_pubsub_client(self) -> PubSubClient:
+        """A Pub/Sub API client (async: gRPC's asyncio API) signing in with this connection, sharing its
+        sessions. Use ``async with`` and close it; the caller's event loop owns it."""
+        client = await self.get_async_client()
+        return PubSubClient.for_config(client.transport)
 
     def test_connection(self) -> tuple[bool, str]:
         """Log in and read ``/limits`` (the cheapest counted call); never raises.

@@ -280,3 +280,43 @@ def test_airflow_connections_test_cli(emulator_url: str, fresh_org: Admin, tmp_p
         [airflow, "connections", "test", "sfint_cli"], env=env, capture_output=True, text=True, timeout=180
     )
     assert "Connection success!" in out.stdout, out.stdout + out.stderr
+
+
+def test_pubsub_client_from_the_connection(
+    monkeypatch: pytest.MonkeyPatch, emulator_server: Any, fresh_org: Admin
+) -> None:
+    """The hook's Pub/Sub client: the connection's endpoint, its session (the org id from the token
+    response), plaintext only because the endpoint is loopback and the login URL plain http."""
+    import asyncio
+
+    from airflow_provider_sfint.emulator.pytest_plugin import connection_to
+
+    monkeypatch.setenv("AIRFLOW_CONN_SFINT_EVENTS", json.dumps(connection_to(emulator_server)))
+
+    async def topic() -> Any:
+        client = await _hook("sfint_events").get_pubsub_client()
+        async with client:
+            assert client.plaintext and client.endpoint == emulator_server.grpc_target
+            return await client.get_topic("/data/AccountChangeEvent")
+
+    info = asyncio.run(topic())
+    assert info.can_subscribe and info.tenant_guid == emulator_server.emulator.org_id
+
+
+@pytest.mark.parametrize(
+    ("extra", "setting"),
+    [({"pubsub_endpoint": "no-port"}, "pubsub_endpoint"), ({"org_id": "001000000000001AAA"}, "org_id")],
+)
+def test_bad_pubsub_settings_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, emulator_url: str, extra: dict[str, str], setting: str
+) -> None:
+    from airflow_provider_sfint.compat import AirflowFailException
+
+    _set_conn(
+        monkeypatch,
+        "sfint_bad_pubsub",
+        host=emulator_url,
+        extra={"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **extra},
+    )
+    with pytest.raises(AirflowFailException, match=setting):
+        _ = _hook("sfint_bad_pubsub").config
