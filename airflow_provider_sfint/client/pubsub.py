@@ -21,7 +21,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,7 +294,7 @@ class PubSubClient:
         replay_id: bytes | None = None,
         batch_size: int = MAX_REQUESTED,
         idle_timeout: float | None = None,
-    ) -> AsyncIterator[FetchBatch]:
+    ) -> AsyncGenerator[FetchBatch, None]:
         """Batches of decoded events, in order, until the caller stops iterating or, with ``idle_timeout``,
         until that many seconds pass without an event (a keep-alive does not count as one).
 

@@ -117,7 +117,10 @@ def _declared() -> set[str]:
 
 
 def test_every_crash_point_is_exercised() -> None:
-    covered = {p for points in POINTS.values() for p in points}
+    from ..client.test_change_events_engine import CRASH_POINTS as CHANGE_ENGINE
+
+    # the change-event engine's points are killed in a process running the engine (no operator yet)
+    covered = {p for points in POINTS.values() for p in points} | set(CHANGE_ENGINE)
     declared = _declared()
     assert declared, "no crash points found in the package"
     assert declared == covered, f"not exercised: {sorted(declared - covered)}; gone: {sorted(covered - declared)}"

@@ -1,0 +1,368 @@
+"""The change-event consumer: a channel's events, from a checkpoint to "caught up", into typed part files,
+exactly once. No Airflow.
+
+One run reads the channel after the checkpoint until no event arrives for ``idle_seconds`` (or
+``max_events`` were read) and writes, per entity, one part file of change rows:
+
+    <output>/<Entity>/part-<NNNNNN>.parquet     (or .jsonl)
+
+one row per record id per event: ``replay_id`` (hex), ``change_type``, ``record_id``, ``commit_timestamp``,
+``commit_number``, ``transaction_key``, ``sequence_number``, ``changed_fields``, ``nulled_fields``,
+``commit_user``, ``change_origin``, then the object's fields typed from describe (compound fields spread
+into their columns: ``BillingAddress.City`` is ``BillingCity``). Gap events (``GAP_CREATE`` ...) are healed on
+the spot: their records are read again by id (current values, all fields; a record that is gone becomes a
+``GAP_DELETE`` row).
+
+**Exactly once.** The part number of a run is the checkpoint's plus one, recorded (with the replay ids the
+run read) before the parts are written; parts are written whole under their final names (a staging file and
+a rename, or one PUT), then the checkpoint moves to the last replay id. A run killed between the two finds
+the recorded run, reads the same events again (the checkpoint did not move) and writes the same part names:
+the parts are replaced, never doubled. Readers take the files in part order and, for a record, the row
+with the highest (``commit_number``, ``sequence_number``).
+
+``GAP_OVERFLOW`` events and an expired checkpoint cannot be healed record by record: the run stops with
+:class:`ResyncNeeded` naming the entity, after committing what came before, so nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..client.arrowio import local_path
+from ..client.arrowio.types import arrow_type
+from ..client.changes import ChangeEvent, PlatformEvent
+from ..client.crashpoints import crash_point
+from ..client.errors import PermanentError
+from ..client.pubsub import PubSubClient
+from .state import StateStore
+
+CHECKPOINT = "checkpoint"
+RUN = "run"
+HEADER_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("replay_id", pa.string()),
+    ("change_type", pa.string()),
+    ("record_id", pa.string()),
+    ("commit_timestamp", pa.timestamp("ms", tz="UTC")),
+    ("commit_number", pa.int64()),
+    ("transaction_key", pa.string()),
+    ("sequence_number", pa.int32()),
+    ("changed_fields", pa.list_(pa.string())),
+    ("nulled_fields", pa.list_(pa.string())),
+    ("commit_user", pa.string()),
+    ("change_origin", pa.string()),
+]
+SKIPPED = frozenset({"Id", "IsDeleted", "SystemModstamp"})
+EPOCH = date(1970, 1, 1)
+
+
+class ResyncNeeded(PermanentError):
+    """Changes of an entity were lost to the stream (a GAP_OVERFLOW, or the checkpoint expired): take a
+    snapshot of the entity and continue from the replay id given."""
+
+    def __init__(self, message: str, *, entity: str | None, replay_id: str | None) -> None:
+        super().__init__(message)
+        self.entity = entity
+        self.replay_id = replay_id
+
+
+@dataclass
+class ChangeSettings:
+    """:param channel: ``/data/ChangeEvents``, ``/data/<Object>ChangeEvent`` or a custom ``__chn`` channel
+    :param output: a directory (local path or ObjectStoragePath): parts go to ``<output>/<Entity>/``
+    :param fmt: ``parquet`` or ``jsonl``
+    :param max_events: stop after this many events (None: until caught up)
+    :param idle_seconds: caught up when no event arrives for this long
+    :param start: where a channel without a checkpoint starts: ``EARLIEST`` (every retained event) or ``LATEST``
+    :param batch_size: events kept requested (1..100)
+    """
+
+    channel: str
+    output: Any
+    fmt: str = "parquet"
+    max_events: int | None = None
+    idle_seconds: float = 5.0
+    start: str = "EARLIEST"
+    batch_size: int = 100
+
+    def check(self) -> None:
+        if self.fmt not in ("parquet", "jsonl"):
+            raise ValueError(f"fmt {self.fmt!r}: use parquet or jsonl")
+        if self.start not in ("EARLIEST", "LATEST"):
+            raise ValueError(f"start {self.start!r}: use EARLIEST or LATEST")
+        if not self.channel.startswith("/data/"):
+            raise ValueError(f"channel {self.channel!r} is not a change-event channel (/data/...)")
+        if self.max_events is not None and self.max_events < 1:
+            raise ValueError("max_events must be at least 1")
+
+
+@dataclass
+class _Columns:
+    """An entity's output columns: the header, then its describe fields in describe order."""
+
+    fields: list[dict[str, Any]]
+    compound: dict[str, str] = field(default_factory=dict)  # "BillingAddress.City" -> "BillingCity"
+
+    @classmethod
+    def of(cls, describe: dict[str, Any]) -> _Columns:
+        fields = [f for f in describe.get("fields", []) if f["name"] not in SKIPPED and f.get("type") != "address"]
+        compound: dict[str, str] = {}
+        for f in fields:
+            parent = f.get("compoundFieldName")
+            if parent:  # BillingCity of BillingAddress is its City part; FirstName of Name its FirstName part
+                prefix = parent[: -len("Address")] if parent.endswith("Address") else ""
+                compound[f"{parent}.{f['name'].removeprefix(prefix)}"] = f["name"]
+        return cls(fields, compound)
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([*HEADER_COLUMNS, *[(f["name"], arrow_type(f)) for f in self.fields]])
+
+    def column(self, name: str) -> str | None:
+        """The describe column an event field name stands for (``BillingAddress.City`` -> ``BillingCity``)."""
+        if name in self.compound:
+            return self.compound[name]
+        if "." in name:  # a compound the describe does not declare: Address parts by their prefix
+            parent, part = name.split(".", 1)
+            guess = (parent[: -len("Address")] if parent.endswith("Address") else "") + part
+            return guess if any(f["name"] == guess for f in self.fields) else None
+        return name if any(f["name"] == name for f in self.fields) else None
+
+
+def _typed(value: Any, sf_field: dict[str, Any]) -> Any:
+    """An event value (Avro: datetimes epoch ms, dates days) or a REST value as the column's Python value."""
+    if value is None:
+        return None
+    t = str(sf_field.get("type", "string")).lower()
+    if t == "datetime":
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        return datetime.fromisoformat(str(value).replace("+0000", "+00:00").replace("Z", "+00:00"))
+    if t == "date":
+        return EPOCH + timedelta(days=int(value)) if isinstance(value, int) else date.fromisoformat(str(value))
+    if t == "currency":
+        return Decimal(str(value)).quantize(Decimal(1).scaleb(-int(sf_field.get("scale") or 0)))
+    if t in ("int", "long"):
+        return int(value)
+    if t in ("double", "percent"):
+        return float(value)
+    if t == "boolean":
+        return bool(value)
+    return value if isinstance(value, str) else str(value)
+
+
+class ChangeEventsEngine:
+    """Reads one channel into part files. ``rest`` is a sync client (describe, re-reading gap records);
+    ``pubsub`` makes the Pub/Sub client (called inside the run's event loop)."""
+
+    def __init__(
+        self,
+        rest: Any,
+        pubsub: Callable[[], PubSubClient],
+        settings: ChangeSettings,
+        store: StateStore,
+    ) -> None:
+        settings.check()
+        self.rest = rest
+        self.pubsub = pubsub
+        self.settings = settings
+        self.store = store
+        self._columns: dict[str, _Columns] = {}
+        self.deliveries = 0
+        self.reconnects = 0
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    async def _read(self, replay_id: str | None) -> list[ChangeEvent]:
+        s = self.settings
+        events: list[ChangeEvent] = []
+        client = self.pubsub()
+        async with client:
+            preset = "CUSTOM" if replay_id else s.start
+            stream = client.subscribe(
+                s.channel,
+                replay_preset=preset,
+                replay_id=bytes.fromhex(replay_id) if replay_id else None,
+                batch_size=min(s.batch_size, s.max_events or s.batch_size),
+                idle_timeout=s.idle_seconds,
+            )
+            async for batch in stream:
+                for event in batch.events:
+                    if isinstance(event, PlatformEvent):
+                        raise ValueError(f"{s.channel} delivered a platform event: read it with the events operator")
+                    events.append(event)
+                if s.max_events is not None and len(events) >= s.max_events:
+                    break
+            await stream.aclose()
+            self.deliveries = client.delivered
+            self.reconnects = client.reconnects
+        return events[: s.max_events] if s.max_events else events
+
+    # --- rows ---------------------------------------------------------------------------------------
+
+    def columns(self, entity: str) -> _Columns:
+        if entity not in self._columns:
+            self._columns[entity] = _Columns.of(self.rest.describe(entity))
+        return self._columns[entity]
+
+    def _rows(self, event: ChangeEvent, values: dict[str, Any], change_type: str, record_id: str) -> dict[str, Any]:
+        cols = self.columns(event.entity)
+        row: dict[str, Any] = {
+            "replay_id": event.replay_id.hex(),
+            "change_type": change_type,
+            "record_id": record_id,
+            "commit_timestamp": event.commit_timestamp,
+            "commit_number": event.commit_number,
+            "transaction_key": event.transaction_key,
+            "sequence_number": event.sequence_number,
+            "changed_fields": [cols.column(n) or n for n in event.changed_fields],
+            "nulled_fields": [cols.column(n) or n for n in event.nulled_fields],
+            "commit_user": event.commit_user,
+            "change_origin": event.change_origin,
+        }
+        by_name = {f["name"]: f for f in cols.fields}
+        for name, value in values.items():
+            column = cols.column(name) if name not in by_name else name
+            if column is not None:
+                row[column] = _typed(value, by_name[column])
+        return row
+
+    def _heal(self, event: ChangeEvent) -> list[dict[str, Any]]:
+        """Gap rows: the listed records read again, with every current value (``GAP_DELETE`` when gone)."""
+        cols = self.columns(event.entity)
+        names = [f["name"] for f in cols.fields]
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(event.record_ids), 200):
+            ids = ", ".join(f"'{i}'" for i in event.record_ids[start : start + 200])
+            soql = f"SELECT Id, IsDeleted, {', '.join(names)} FROM {event.entity} WHERE Id IN ({ids})"
+            for record in self.rest.query_all(soql, include_deleted=True):
+                found[str(record["Id"])] = record
+        rows = []
+        for record_id in event.record_ids:
+            record = found.get(record_id)
+            if record is None or record.get("IsDeleted"):
+                rows.append(self._rows(event, {}, "GAP_DELETE", record_id))
+            else:
+                values = {k: v for k, v in record.items() if k in names}
+                rows.append(self._rows(event, values, event.change_type, record_id))
+        return rows
+
+    def rows(self, events: list[ChangeEvent]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+        """Rows per entity, and counts per change type (gap records counted as healed)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        counts: dict[str, int] = {}
+        for event in events:
+            if event.is_gap:
+                produced = self._heal(event)
+                counts["gaps_healed"] = counts.get("gaps_healed", 0) + len(produced)
+            else:
+                carried = event.carried()
+                produced = [self._rows(event, carried, event.change_type, rid) for rid in event.record_ids]
+            out.setdefault(event.entity, []).extend(produced)
+            counts[event.change_type] = counts.get(event.change_type, 0) + len(produced)
+        return out, counts
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    def part_path(self, entity: str, part: int) -> Any:
+        suffix = "parquet" if self.settings.fmt == "parquet" else "jsonl"
+        return _join(self.settings.output, entity, f"part-{part:06d}.{suffix}")
+
+    def _write(self, entity: str, part: int, rows: list[dict[str, Any]]) -> str:
+        schema = self.columns(entity).schema()
+        table = pa.Table.from_pylist(rows, schema=schema)
+        target = self.part_path(entity, part)
+        local = local_path(target)
+        if local is not None:
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            staging = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.sfint-tmp")
+            with open(staging, "wb") as handle:
+                self._serialise(table, handle)
+            os.replace(staging, local)
+            return local
+        with target.open("wb") as handle:  # an object store: one PUT, whole or nothing
+            self._serialise(table, handle)
+        return str(target)
+
+    def _serialise(self, table: pa.Table, handle: Any) -> None:
+        if self.settings.fmt == "parquet":
+            pq.write_table(table, handle)
+            return
+        for row in table.to_pylist():
+            handle.write((json.dumps(row, default=_json_default, separators=(",", ":")) + "\n").encode())
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        checkpoint = self.store.get(CHECKPOINT) or {"replay_id": None, "part": 0, "events": 0}
+        recorded = self.store.get(RUN)
+        part = checkpoint["part"] + 1
+        if recorded and recorded.get("from") == checkpoint["replay_id"]:
+            part = recorded["part"]  # a killed run from this checkpoint: the same part names again
+        events = asyncio.run(self._read(checkpoint["replay_id"]))
+        overflow = next((e for e in events if e.is_overflow), None)
+        if overflow is not None:
+            events = events[: events.index(overflow)]
+        summary: dict[str, Any] = {
+            "channel": self.settings.channel,
+            "events": len(events),
+            "rows": {},
+            "parts": [],
+            "first_replay_id": events[0].replay_id.hex() if events else None,
+            "last_replay_id": events[-1].replay_id.hex() if events else checkpoint["replay_id"],
+            "gaps_healed": 0,
+            "deliveries": self.deliveries,
+            "reconnects": self.reconnects,
+        }
+        if events:
+            self.store.set(RUN, {"from": checkpoint["replay_id"], "part": part, "to": events[-1].replay_id.hex()})
+            crash_point("changes.run_recorded")
+            by_entity, counts = self.rows(events)
+            summary["gaps_healed"] = counts.pop("gaps_healed", 0)
+            summary["rows"] = counts
+            for entity in sorted(by_entity):
+                summary["parts"].append(self._write(entity, part, by_entity[entity]))
+                crash_point("changes.part_written")
+            crash_point("changes.parts_committed")
+            self.store.set(
+                CHECKPOINT,
+                {"replay_id": events[-1].replay_id.hex(), "part": part, "events": checkpoint["events"] + len(events)},
+            )
+            crash_point("changes.checkpoint_moved")
+            self.store.delete(RUN)
+        if overflow is not None:
+            raise ResyncNeeded(
+                f"{self.settings.channel}: a transaction changed too many {overflow.entity} records for change "
+                f"events (GAP_OVERFLOW at replay id {overflow.replay_id.hex()}); everything before it is "
+                f"committed. Take a snapshot of {overflow.entity} and continue after that replay id.",
+                entity=overflow.entity,
+                replay_id=overflow.replay_id.hex(),
+            )
+        return summary
+
+
+def _join(base: Any, *parts: str) -> Any:
+    if isinstance(base, str):
+        return "/".join([base.rstrip("/"), *parts])
+    out = base
+    for part in parts:
+        out = out / part
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -1,0 +1,180 @@
+"""The change-event consumer engine (``engines/changes.py``) against the emulator over gRPC: typed parts per
+entity, the checkpoint, gap healing, an overflow stopping the run after committing what came before, the
+final table equal to the store, and SIGKILL between the steps of a run with every event exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_sfint.client import ClientConfig, SalesforceClient
+from airflow_provider_sfint.client.pubsub import PubSubClient
+from airflow_provider_sfint.client.transport import Transport
+from airflow_provider_sfint.emulator import EmulatorServer
+from airflow_provider_sfint.engines.changes import ChangeEventsEngine, ChangeSettings, ResyncNeeded
+from airflow_provider_sfint.engines.state import MemoryStateStore
+
+from ..emulator.helpers import Admin, SalesforceHttp
+
+CHANNEL = "/data/AccountChangeEvent"
+
+
+def _config(config: ClientConfig, server: EmulatorServer) -> ClientConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, pubsub_endpoint=server.grpc_target)
+
+
+def _engine(config: ClientConfig, rest: SalesforceClient, output: Path, store: Any, **kw: Any) -> ChangeEventsEngine:
+    settings = ChangeSettings(channel=kw.pop("channel", CHANNEL), output=str(output), idle_seconds=1.0, **kw)
+    return ChangeEventsEngine(rest, lambda: PubSubClient.for_config(Transport(config)), settings, store)
+
+
+def _rows(output: Path, entity: str = "Account") -> list[dict[str, Any]]:
+    parts = sorted((output / entity).glob("part-*.parquet"))
+    return [row for part in parts for row in pq.read_table(part).to_pylist()]
+
+
+def _apply(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What a warehouse does with the change rows: merge by record id, field by field, in commit order."""
+    table: dict[str, dict[str, Any]] = {}
+    header = {"replay_id", "change_type", "record_id", "commit_timestamp", "commit_number", "transaction_key",
+              "sequence_number", "changed_fields", "nulled_fields", "commit_user", "change_origin"}  # fmt: skip
+    for row in sorted(rows, key=lambda r: (r["commit_number"], r["sequence_number"])):
+        rid, kind = row["record_id"], row["change_type"]
+        values = {k: v for k, v in row.items() if k not in header}
+        if kind in ("DELETE", "GAP_DELETE"):
+            table.pop(rid, None)
+        elif kind in ("CREATE", "UNDELETE", "GAP_CREATE", "GAP_UPDATE", "GAP_UNDELETE"):
+            table[rid] = values
+        elif kind == "UPDATE":
+            current = table.setdefault(rid, {})
+            for name in row["changed_fields"]:
+                current[name] = values.get(name)
+    return table
+
+
+def test_parts_checkpoint_and_the_table_equals_the_store(
+    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+) -> None:
+    config = _config(config, emulator_server)
+    store = MemoryStateStore()
+    ids = [r["id"] for r in sf.post("composite/sobjects", json={"records": [
+        {"attributes": {"type": "Account"}, "Name": f"T{i}", "AnnualRevenue": 1000 + i, "NumberOfEmployees": i,
+         "BillingCity": "Oslo", "Description": "first"} for i in range(5)]}).json()]  # fmt: skip
+    sf.patch(f"sobjects/Account/{ids[0]}", json={"Description": None, "BillingCity": "Bergen", "Rating": "Hot"})
+    sf.delete(f"sobjects/Account/{ids[1]}")
+    with SalesforceClient(config) as rest:
+        first = _engine(config, rest, tmp_path, store).run()
+        assert first["events"] == 7 and first["rows"] == {"CREATE": 5, "UPDATE": 1, "DELETE": 1}
+        assert first["parts"] == [str(tmp_path / "Account" / "part-000001.parquet")]
+        schema = pq.read_schema(first["parts"][0])
+        assert schema.field("AnnualRevenue").type == pa.decimal128(18, 0)
+        assert schema.field("CreatedDate").type == pa.timestamp("ms", tz="UTC")
+        assert schema.field("changed_fields").type == pa.list_(pa.string())
+        update = next(r for r in _rows(tmp_path) if r["change_type"] == "UPDATE")
+        assert update["changed_fields"] == ["LastModifiedDate", "Description", "Rating", "BillingCity"]
+        assert update["nulled_fields"] == ["Description"] and update["BillingCity"] == "Bergen"
+        assert store.get("checkpoint")["replay_id"] == first["last_replay_id"]
+        again = _engine(config, rest, tmp_path, store).run()
+        assert again["events"] == 0 and again["parts"] == []
+        sf.patch(f"sobjects/Account/{ids[2]}", json={"NumberOfEmployees": 99})
+        third = _engine(config, rest, tmp_path, store).run()
+        assert third["parts"] == [str(tmp_path / "Account" / "part-000002.parquet")]
+    table = _apply(_rows(tmp_path))
+    stored = {r["Id"]: r for r in admin.records("Account", include_deleted=False) if r["Id"] in ids}
+    assert set(table) == set(stored) == {ids[0], *ids[2:]}
+    for rid, record in stored.items():
+        for name in ("Name", "BillingCity", "Description", "Rating", "NumberOfEmployees"):
+            assert table[rid].get(name) == record[name], (rid, name)
+        assert table[rid]["AnnualRevenue"] == Decimal(str(record["AnnualRevenue"])).quantize(Decimal(1))
+
+
+def test_gap_events_are_healed_with_current_values(
+    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+) -> None:
+    config = _config(config, emulator_server)
+    kept, gone = admin.load("Account", [{"Name": "Written straight"}, {"Name": "Deleted straight"}])
+    sf.delete(f"sobjects/Account/{gone}")  # a DELETE event, then the gap for both
+    admin._call("POST", "pubsub/gap", json={"object": "Account", "ids": [kept, gone], "change_type": "GAP_UPDATE"})
+    with SalesforceClient(config) as rest:
+        summary = _engine(config, rest, tmp_path, MemoryStateStore()).run()
+    assert summary["gaps_healed"] == 2
+    rows = {(r["record_id"], r["change_type"]): r for r in _rows(tmp_path)}
+    assert rows[(kept, "GAP_UPDATE")]["Name"] == "Written straight"
+    assert (gone, "GAP_DELETE") in rows
+
+
+def test_an_overflow_commits_what_came_before_and_asks_for_a_snapshot(
+    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+) -> None:
+    config = _config(config, emulator_server)
+    sf.post("sobjects/Account", json={"Name": "Before"})
+    admin._call("PUT", "pubsub", json={"overflow_threshold": 3})
+    sf.post(
+        "composite/sobjects", json={"records": [{"attributes": {"type": "Account"}, "Name": f"M{i}"} for i in range(5)]}
+    )
+    store = MemoryStateStore()
+    with SalesforceClient(config) as rest, pytest.raises(ResyncNeeded) as caught:
+        _engine(config, rest, tmp_path, store).run()
+    assert caught.value.entity == "Account" and "snapshot" in str(caught.value)
+    assert [r["Name"] for r in _rows(tmp_path)] == ["Before"]
+    assert store.get("checkpoint")["replay_id"] != caught.value.replay_id
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from airflow_provider_sfint.client import ClientConfig, SalesforceClient
+    from airflow_provider_sfint.client.pubsub import PubSubClient
+    from airflow_provider_sfint.client.transport import Transport
+    from airflow_provider_sfint.engines.changes import ChangeEventsEngine, ChangeSettings
+    from airflow_provider_sfint.engines.state import FileStateStore
+
+    config = ClientConfig(**json.loads(sys.argv[1]))
+    settings = ChangeSettings(channel="/data/AccountChangeEvent", output=sys.argv[2], idle_seconds=1.0)
+    with SalesforceClient(config) as rest:
+        engine = ChangeEventsEngine(rest, lambda: PubSubClient.for_config(Transport(config)), settings,
+                                    FileStateStore(sys.argv[3]))
+        print("SUMMARY", json.dumps(engine.run()))
+    """
+)
+
+
+#: every crash point of the change-event engine (tests/reliability/test_crash_points.py checks none is missed)
+CRASH_POINTS = ["changes.run_recorded", "changes.part_written", "changes.parts_committed", "changes.checkpoint_moved"]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_killed_anywhere_every_event_exactly_once(
+    point: str, config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, tmp_path: Path
+) -> None:
+    config = _config(config, emulator_server)
+    records = [{"attributes": {"type": "Account"}, "Name": f"K{i}"} for i in range(30)]
+    ids = [r["id"] for r in sf.post("composite/sobjects", json={"records": records}).json()]
+    settings = {
+        k: getattr(config, k) for k in ("auth_type", "login_url", "client_id", "client_secret", "pubsub_endpoint")
+    }
+    out, state, ledger = tmp_path / "lake", tmp_path / "state.json", tmp_path / "ledger"
+    env = {**os.environ, "SFINT_CRASH_AT": point, "SFINT_CRASH_LEDGER": str(ledger)}
+    command = [sys.executable, "-c", SCRIPT, json.dumps(settings), str(out), str(state)]
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    sf.post("sobjects/Account", json={"Name": "After the crash"})  # the retry reads further than the first try
+    retried = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    rows = _rows(out)
+    names = [r["Name"] for r in rows]
+    assert sorted(r["record_id"] for r in rows if r["Name"] != "After the crash") == sorted(ids)
+    assert len(names) == len(set(names)) == 31, "every event once: no part doubled, none lost"
+    assert not list((out / "Account").glob(".*sfint-tmp"))
