@@ -170,6 +170,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_sfint.operators.bulk_ingest",
                     "airflow_provider_sfint.operators.composite",
                     "airflow_provider_sfint.operators.events",
+                    "airflow_provider_sfint.operators.change_events",
                 ],
             }
         ],
