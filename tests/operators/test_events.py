@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,21 @@ def test_refused_events_fail_the_task_naming_them(conn: str, fresh_org: Admin) -
         _op(conn, [{"Status__c": "ok"}, {"Status__c": "x" * 41}]).execute(make_context())
     with pytest.raises(AirflowFailException, match="not a platform event"):
         _op(conn, [{"Name": "x"}], event="Account").execute(make_context())
+
+
+def test_publish_through_the_pubsub_api(
+    monkeypatch: pytest.MonkeyPatch, emulator_server: Any, fresh_org: Admin
+) -> None:
+    from .conftest import set_connection
+
+    conn = set_connection(monkeypatch, "sfint_pubsub", emulator_server.url, pubsub_endpoint=emulator_server.grpc_target)
+    fresh_org._call("POST", "counters/reset")
+    rows = [{"Pipeline__c": "p", "Run_Id__c": f"ps-{i}", "Records__c": i} for i in range(250)]
+    summary = _op(conn, rows, api="pubsub").execute(make_context())
+    assert summary["published"] == 250 and summary["api"] == "pubsub" and len(set(summary["ids"])) == 250
+    assert fresh_org.counters()["requests"].get("api calls", 0) == 0, "no REST API call spent"
+    published = fresh_org.events("Warehouse_Sync__e")
+    assert [e["payload"]["Run_Id__c"] for e in published] == [f"ps-{i}" for i in range(250)]
+    assert [e["payload"]["Records__c"] for e in published[:3]] == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="api"):
+        _op(conn, rows, api="grpc")
