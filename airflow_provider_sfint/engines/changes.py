@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -42,7 +43,7 @@ from ..client.arrowio import local_path
 from ..client.arrowio.types import arrow_type
 from ..client.changes import ChangeEvent, PlatformEvent
 from ..client.crashpoints import crash_point
-from ..client.errors import PermanentError
+from ..client.errors import PermanentError, ReplayIdExpiredError
 from ..client.pubsub import PubSubClient
 from .state import StateStore
 
@@ -82,8 +83,12 @@ class ChangeSettings:
     :param fmt: ``parquet`` or ``jsonl``
     :param max_events: stop after this many events (None: until caught up)
     :param idle_seconds: caught up when no event arrives for this long
-    :param start: where a channel without a checkpoint starts: ``EARLIEST`` (every retained event) or ``LATEST``
+    :param start: where a channel without a checkpoint starts: ``EARLIEST`` (every retained event), ``LATEST``,
+        or ``SNAPSHOT`` (a Bulk snapshot of the channel's entities, then every retained event)
     :param batch_size: events kept requested (1..100)
+    :param resync: heal a ``GAP_OVERFLOW`` or an expired checkpoint with a Bulk snapshot (False: stop with
+        :class:`ResyncNeeded`)
+    :param entities: the entities of a multi-entity channel (``/data/ChangeEvents``, ``__chn``), for snapshots
     """
 
     channel: str
@@ -93,12 +98,28 @@ class ChangeSettings:
     idle_seconds: float = 5.0
     start: str = "EARLIEST"
     batch_size: int = 100
+    resync: bool = True
+    entities: tuple[str, ...] = ()
+
+    def snapshot_entities(self) -> tuple[str, ...]:
+        """What a snapshot of the channel covers: its one entity, or the listed ones."""
+        if self.entities:
+            return tuple(self.entities)
+        name = self.channel.removeprefix("/data/")
+        if name.endswith("ChangeEvent") and name != "ChangeEvents":
+            entity = name[: -len("ChangeEvent")]
+            return (entity + "c",) if entity.endswith("__") else (entity,)
+        return ()
 
     def check(self) -> None:
         if self.fmt not in ("parquet", "jsonl"):
             raise ValueError(f"fmt {self.fmt!r}: use parquet or jsonl")
-        if self.start not in ("EARLIEST", "LATEST"):
-            raise ValueError(f"start {self.start!r}: use EARLIEST or LATEST")
+        if self.start not in ("EARLIEST", "LATEST", "SNAPSHOT"):
+            raise ValueError(f"start {self.start!r}: use EARLIEST, LATEST or SNAPSHOT")
+        if self.start == "SNAPSHOT" and not self.snapshot_entities():
+            raise ValueError(
+                f"channel {self.channel} carries several entities: list them in entities= to start with a snapshot"
+            )
         if not self.channel.startswith("/data/"):
             raise ValueError(f"channel {self.channel!r} is not a change-event channel (/data/...)")
         if self.max_events is not None and self.max_events < 1:
@@ -181,12 +202,13 @@ class ChangeEventsEngine:
 
     # --- reading --------------------------------------------------------------------------------------
 
-    async def _read(self, replay_id: str | None) -> list[ChangeEvent]:
+    async def _read(self, replay_id: str | None, after_snapshot: bool) -> list[ChangeEvent]:
         s = self.settings
         events: list[ChangeEvent] = []
         client = self.pubsub()
         async with client:
-            preset = "CUSTOM" if replay_id else s.start
+            # after a snapshot with no resume point, every retained event is replayed on top of it
+            preset = "CUSTOM" if replay_id else ("EARLIEST" if after_snapshot or s.start == "SNAPSHOT" else s.start)
             stream = client.subscribe(
                 s.channel,
                 replay_preset=preset,
@@ -301,52 +323,153 @@ class ChangeEventsEngine:
 
     # --- the run ------------------------------------------------------------------------------------
 
+    def _snapshot(self, entity: str, part: int, commit_number: int) -> tuple[str, int]:
+        """A Bulk query of every live record of ``entity`` written as one part of ``SNAPSHOT`` rows (ordered
+        before the stream's rows by ``commit_number``); returns (part path, rows)."""
+        import tempfile
+
+        from .query import QueryEngine, QuerySettings, QuerySpec
+
+        cols = self.columns(entity)
+        names = ["Id", *[f["name"] for f in cols.fields]]
+        by_name = {f["name"]: f for f in self.rest.describe(entity).get("fields", [])}
+        schema = pa.schema([(n, arrow_type(by_name[n])) for n in names])
+        soql = f"SELECT {', '.join(names)} FROM {entity}"
+        with tempfile.TemporaryDirectory(prefix="sfint-snapshot-") as folder:
+            target = os.path.join(folder, f"{entity}.parquet")
+            spec = QuerySpec(
+                soql=soql, include_deleted=False, output=target, format="parquet", directory=False, typed=True
+            )
+            engine = QueryEngine(self.rest, spec, Path(target), schema, QuerySettings(poll_interval=0.5))
+            job_id = engine.submit()
+            engine.recorded(job_id)
+            engine.wait(job_id)
+            engine.collect(job_id)
+            table = pq.read_table(target)
+        stamp = datetime.now(UTC)
+        header: dict[str, Any] = {
+            "replay_id": None,
+            "change_type": "SNAPSHOT",
+            "commit_timestamp": stamp,
+            "commit_number": commit_number,
+            "transaction_key": None,
+            "sequence_number": 0,
+            "changed_fields": [],
+            "nulled_fields": [],
+            "commit_user": None,
+            "change_origin": "sfint snapshot (Bulk query)",
+        }
+        rows = []
+        for record in table.to_pylist():
+            record_id = record.pop("Id")
+            rows.append({**header, "record_id": record_id, **record})
+        crash_point("changes.snapshot_read")
+        return self._write(entity, part, rows), len(rows)
+
+    def _commit(
+        self, checkpoint: dict[str, Any], part: int, events: list[ChangeEvent], summary: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write the parts of ``events`` (run ``part``), then move the checkpoint after the last of them."""
+        self.store.set(RUN, {"from": checkpoint["replay_id"], "part": part, "to": events[-1].replay_id.hex()})
+        crash_point("changes.run_recorded")
+        by_entity, counts = self.rows(events)
+        summary["gaps_healed"] += counts.pop("gaps_healed", 0)
+        for kind, n in counts.items():
+            summary["rows"][kind] = summary["rows"].get(kind, 0) + n
+        for entity in sorted(by_entity):
+            summary["parts"].append(self._write(entity, part, by_entity[entity]))
+            crash_point("changes.part_written")
+        crash_point("changes.parts_committed")
+        moved = {"replay_id": events[-1].replay_id.hex(), "part": part, "events": checkpoint["events"] + len(events)}
+        self.store.set(CHECKPOINT, moved)
+        crash_point("changes.checkpoint_moved")
+        self.store.delete(RUN)
+        return moved
+
+    def _resync(
+        self, checkpoint: dict[str, Any], entities: tuple[str, ...], resume: str | None, commit_number: int,
+        summary: dict[str, Any],
+    ) -> dict[str, Any]:  # fmt: skip
+        """Snapshot ``entities`` into the next part, then put the checkpoint at ``resume`` (None: from EARLIEST,
+        every retained event replayed on top of the snapshot)."""
+        part = checkpoint["part"] + 1
+        recorded = self.store.get(RUN)
+        if recorded and recorded.get("snapshot") and recorded.get("from") == checkpoint["replay_id"]:
+            part = recorded["part"]
+        self.store.set(RUN, {"from": checkpoint["replay_id"], "part": part, "snapshot": list(entities)})
+        for entity in entities:
+            path, rows = self._snapshot(entity, part, commit_number)
+            summary["parts"].append(path)
+            summary["rows"]["SNAPSHOT"] = summary["rows"].get("SNAPSHOT", 0) + rows
+        summary["snapshots"] += len(entities)
+        moved = {"replay_id": resume, "part": part, "events": checkpoint["events"], "snapshot": resume is None}
+        self.store.set(CHECKPOINT, moved)
+        crash_point("changes.snapshot_committed")
+        self.store.delete(RUN)
+        return moved
+
     def run(self) -> dict[str, Any]:
         checkpoint = self.store.get(CHECKPOINT) or {"replay_id": None, "part": 0, "events": 0}
-        recorded = self.store.get(RUN)
-        part = checkpoint["part"] + 1
-        if recorded and recorded.get("from") == checkpoint["replay_id"]:
-            part = recorded["part"]  # a killed run from this checkpoint: the same part names again
-        events = asyncio.run(self._read(checkpoint["replay_id"]))
-        overflow = next((e for e in events if e.is_overflow), None)
-        if overflow is not None:
-            events = events[: events.index(overflow)]
         summary: dict[str, Any] = {
             "channel": self.settings.channel,
-            "events": len(events),
+            "events": 0,
             "rows": {},
             "parts": [],
-            "first_replay_id": events[0].replay_id.hex() if events else None,
-            "last_replay_id": events[-1].replay_id.hex() if events else checkpoint["replay_id"],
+            "first_replay_id": None,
+            "last_replay_id": checkpoint["replay_id"],
             "gaps_healed": 0,
-            "deliveries": self.deliveries,
-            "reconnects": self.reconnects,
+            "snapshots": 0,
+            "deliveries": 0,
+            "reconnects": 0,
         }
-        if events:
-            self.store.set(RUN, {"from": checkpoint["replay_id"], "part": part, "to": events[-1].replay_id.hex()})
-            crash_point("changes.run_recorded")
-            by_entity, counts = self.rows(events)
-            summary["gaps_healed"] = counts.pop("gaps_healed", 0)
-            summary["rows"] = counts
-            for entity in sorted(by_entity):
-                summary["parts"].append(self._write(entity, part, by_entity[entity]))
-                crash_point("changes.part_written")
-            crash_point("changes.parts_committed")
-            self.store.set(
-                CHECKPOINT,
-                {"replay_id": events[-1].replay_id.hex(), "part": part, "events": checkpoint["events"] + len(events)},
+        if self.store.get(CHECKPOINT) is None and self.settings.start == "SNAPSHOT":
+            checkpoint = self._resync(checkpoint, self.settings.snapshot_entities(), None, 0, summary)
+        for _round in range(100):  # one round per overflow healed; the stream is caught up when a round ends
+            recorded = self.store.get(RUN)
+            part = checkpoint["part"] + 1
+            if recorded and not recorded.get("snapshot") and recorded.get("from") == checkpoint["replay_id"]:
+                part = recorded["part"]  # a killed run from this checkpoint: the same part names again
+            try:
+                events = asyncio.run(self._read(checkpoint["replay_id"], checkpoint.get("snapshot", False)))
+            except ReplayIdExpiredError as exc:
+                if not self.settings.resync or not self.settings.snapshot_entities():
+                    raise ResyncNeeded(
+                        f"{self.settings.channel}: the checkpoint {checkpoint['replay_id']} is past the retention "
+                        f"window ({exc}); take a snapshot and start again (or list the channel's entities in "
+                        "entities= for the snapshot to be taken here)",
+                        entity=None,
+                        replay_id=checkpoint["replay_id"],
+                    ) from exc
+                checkpoint = self._resync(checkpoint, self.settings.snapshot_entities(), None, 0, summary)
+                continue
+            summary["deliveries"] += self.deliveries
+            summary["reconnects"] += self.reconnects
+            overflow = next((e for e in events if e.is_overflow), None)
+            if overflow is not None:
+                events = events[: events.index(overflow)]
+            if events:
+                summary["events"] += len(events)
+                summary["first_replay_id"] = summary["first_replay_id"] or events[0].replay_id.hex()
+                summary["last_replay_id"] = events[-1].replay_id.hex()
+                checkpoint = self._commit(checkpoint, part, events, summary)
+            if overflow is None:
+                return summary
+            if not self.settings.resync:
+                raise ResyncNeeded(
+                    f"{self.settings.channel}: a transaction changed too many {overflow.entity} records for change "
+                    f"events (GAP_OVERFLOW at replay id {overflow.replay_id.hex()}); everything before it is "
+                    f"committed. Take a snapshot of {overflow.entity} and continue after that replay id.",
+                    entity=overflow.entity,
+                    replay_id=overflow.replay_id.hex(),
+                )
+            # the snapshot goes after what came before; the stream continues after the overflow event, so
+            # every change after it is applied on top of the snapshot: no hole between the two
+            summary["events"] += 1
+            summary["last_replay_id"] = overflow.replay_id.hex()
+            checkpoint = self._resync(
+                checkpoint, (overflow.entity,), overflow.replay_id.hex(), overflow.commit_number, summary
             )
-            crash_point("changes.checkpoint_moved")
-            self.store.delete(RUN)
-        if overflow is not None:
-            raise ResyncNeeded(
-                f"{self.settings.channel}: a transaction changed too many {overflow.entity} records for change "
-                f"events (GAP_OVERFLOW at replay id {overflow.replay_id.hex()}); everything before it is "
-                f"committed. Take a snapshot of {overflow.entity} and continue after that replay id.",
-                entity=overflow.entity,
-                replay_id=overflow.replay_id.hex(),
-            )
-        return summary
+        raise ResyncNeeded(f"{self.settings.channel}: more than 100 overflows in one run", entity=None, replay_id=None)
 
 
 def _join(base: Any, *parts: str) -> Any:

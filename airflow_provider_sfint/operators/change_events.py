@@ -34,7 +34,11 @@ class SalesforceChangeEventsOperator(BaseOperator):
     :param fmt: ``parquet`` (default) or ``jsonl``
     :param max_events: stop after this many events (default: until caught up)
     :param idle_seconds: caught up when no event arrives for this long (default 5)
-    :param start: where a channel without a checkpoint starts: ``EARLIEST`` (default) or ``LATEST``
+    :param start: where a channel without a checkpoint starts: ``EARLIEST`` (default), ``LATEST``, or
+        ``SNAPSHOT`` (a Bulk snapshot of the channel's entities, then every retained event on top of it)
+    :param resync: heal a ``GAP_OVERFLOW`` or an expired checkpoint with a Bulk snapshot (default True; False
+        fails the task, naming the entity, after committing what came before)
+    :param entities: the entities of a multi-entity channel, for ``SNAPSHOT`` and expired checkpoints
     :param batch_size: events kept requested from the server (1..100, default 100)
     :param sfint_conn_id: the Salesforce connection (its ``pubsub_endpoint`` is used)
 
@@ -55,6 +59,8 @@ class SalesforceChangeEventsOperator(BaseOperator):
         idle_seconds: float = 5.0,
         start: str = "EARLIEST",
         batch_size: int = 100,
+        resync: bool = True,
+        entities: Sequence[str] = (),
         sfint_conn_id: str = SalesforceHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -66,9 +72,11 @@ class SalesforceChangeEventsOperator(BaseOperator):
         self.idle_seconds = float(idle_seconds)
         self.start = start
         self.batch_size = int(batch_size)
+        self.resync = bool(resync)
+        self.entities = tuple(entities)
         self.sfint_conn_id = sfint_conn_id
         if "{{" not in str(channel):  # a bad setting fails at DAG parse time, naming it
-            ChangeSettings(channel, destination, fmt, max_events, self.idle_seconds, start, self.batch_size).check()
+            self._settings(destination).check()
 
     @cached_property
     def hook(self) -> SalesforceHook:
@@ -80,11 +88,22 @@ class SalesforceChangeEventsOperator(BaseOperator):
             return ObjectStoragePath(text)
         return text.removeprefix("file://")
 
+    def _settings(self, output: Any) -> ChangeSettings:
+        return ChangeSettings(
+            self.channel,
+            output,
+            self.fmt,
+            self.max_events,
+            self.idle_seconds,
+            self.start,
+            self.batch_size,
+            self.resync,
+            self.entities,
+        )
+
     def execute(self, context: Any) -> dict[str, Any]:
         output = self._output()
-        settings = ChangeSettings(
-            self.channel, output, self.fmt, self.max_events, self.idle_seconds, self.start, self.batch_size
-        )
+        settings = self._settings(output)
         if isinstance(output, str):
             checkpoint: Any = f"{output.rstrip('/')}/{CHECKPOINT_FILE}"
         else:

@@ -115,7 +115,7 @@ def test_gap_events_are_healed_with_current_values(
     assert (gone, "GAP_DELETE") in rows
 
 
-def test_an_overflow_commits_what_came_before_and_asks_for_a_snapshot(
+def test_an_overflow_without_resync_commits_what_came_before_and_asks_for_a_snapshot(
     config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
 ) -> None:
     config = _config(config, emulator_server)
@@ -126,10 +126,75 @@ def test_an_overflow_commits_what_came_before_and_asks_for_a_snapshot(
     )
     store = MemoryStateStore()
     with SalesforceClient(config) as rest, pytest.raises(ResyncNeeded) as caught:
-        _engine(config, rest, tmp_path, store).run()
+        _engine(config, rest, tmp_path, store, resync=False).run()
     assert caught.value.entity == "Account" and "snapshot" in str(caught.value)
     assert [r["Name"] for r in _rows(tmp_path)] == ["Before"]
     assert store.get("checkpoint")["replay_id"] != caught.value.replay_id
+
+
+def _apply_parts(output: Path) -> dict[str, dict[str, Any]]:
+    """Parts in order; a SNAPSHOT part replaces the table's rows of its records."""
+    table: dict[str, dict[str, Any]] = {}
+    for part in sorted((output / "Account").glob("part-*.parquet")):
+        rows = pq.read_table(part).to_pylist()
+        snapshot = [r for r in rows if r["change_type"] == "SNAPSHOT"]
+        if snapshot:
+            table.clear()
+            table.update({r["record_id"]: {k: v for k, v in r.items()} for r in snapshot})
+            rows = [r for r in rows if r["change_type"] != "SNAPSHOT"]
+        _apply_changes_onto(table, rows)
+    return table
+
+
+def _apply_changes_onto(table: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    for row in sorted(rows, key=lambda r: (r["commit_number"], r["sequence_number"])):
+        rid, kind = row["record_id"], row["change_type"]
+        if kind in ("DELETE", "GAP_DELETE"):
+            table.pop(rid, None)
+        elif kind == "UPDATE":
+            current = table.setdefault(rid, {})
+            for name in row["changed_fields"]:
+                current[name] = row.get(name)
+        else:
+            table[rid] = dict(row)
+    return table
+
+
+@pytest.mark.parametrize("case", ["overflow", "expired checkpoint", "initial snapshot"])
+def test_snapshots_heal_overflow_expiry_and_start_with_no_hole(
+    case: str, config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+) -> None:
+    """Snapshot plus the stream equals the store, row by row."""
+    config = _config(config, emulator_server)
+    store = MemoryStateStore()
+    seeded = admin.load("Account", [{"Name": f"Seed {i}", "BillingCity": "Oslo"} for i in range(4)])  # no events
+    sf.post("sobjects/Account", json={"Name": "Before"})
+    with SalesforceClient(config) as rest:
+        if case == "expired checkpoint":
+            _engine(config, rest, tmp_path, store).run()
+            admin._call("PUT", "clock", json={"offset_seconds": 73 * 3600})
+            sf_fresh = SalesforceHttp.login(sf.url)
+            sf_fresh.patch(f"sobjects/Account/{seeded[0]}", json={"BillingCity": "Lost event"})
+            sf_fresh.post("sobjects/Account", json={"Name": "After expiry"})
+        if case == "overflow":
+            admin._call("PUT", "pubsub", json={"overflow_threshold": 3})
+            sf.post(
+                "composite/sobjects",
+                json={"records": [{"attributes": {"type": "Account"}, "Name": f"M{i}"} for i in range(5)]},
+            )
+            sf.patch(f"sobjects/Account/{seeded[1]}", json={"BillingCity": "Bergen"})
+        start = "SNAPSHOT" if case == "initial snapshot" else "EARLIEST"
+        try:
+            summary = _engine(config, rest, tmp_path, store, start=start).run()
+        finally:
+            admin._call("PUT", "clock", json={"offset_seconds": 0})
+    assert summary["snapshots"] == 1 and summary["rows"]["SNAPSHOT"] >= 5
+    table = _apply_parts(tmp_path)
+    stored = {r["Id"]: r for r in admin.records("Account", include_deleted=False)}
+    assert set(table) == set(stored)
+    for rid, record in stored.items():
+        for name in ("Name", "BillingCity"):
+            assert table[rid].get(name) == record[name], (case, rid, name)
 
 
 SCRIPT = textwrap.dedent(
@@ -142,7 +207,8 @@ SCRIPT = textwrap.dedent(
     from airflow_provider_sfint.engines.state import FileStateStore
 
     config = ClientConfig(**json.loads(sys.argv[1]))
-    settings = ChangeSettings(channel="/data/AccountChangeEvent", output=sys.argv[2], idle_seconds=1.0)
+    settings = ChangeSettings(channel="/data/AccountChangeEvent", output=sys.argv[2], idle_seconds=1.0,
+                              start=sys.argv[4])
     with SalesforceClient(config) as rest:
         engine = ChangeEventsEngine(rest, lambda: PubSubClient.for_config(Transport(config)), settings,
                                     FileStateStore(sys.argv[3]))
@@ -152,7 +218,14 @@ SCRIPT = textwrap.dedent(
 
 
 #: every crash point of the change-event engine (tests/reliability/test_crash_points.py checks none is missed)
-CRASH_POINTS = ["changes.run_recorded", "changes.part_written", "changes.parts_committed", "changes.checkpoint_moved"]
+CRASH_POINTS = [
+    "changes.run_recorded",
+    "changes.part_written",
+    "changes.parts_committed",
+    "changes.checkpoint_moved",
+    "changes.snapshot_read",
+    "changes.snapshot_committed",
+]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -167,13 +240,22 @@ def test_killed_anywhere_every_event_exactly_once(
     }
     out, state, ledger = tmp_path / "lake", tmp_path / "state.json", tmp_path / "ledger"
     env = {**os.environ, "SFINT_CRASH_AT": point, "SFINT_CRASH_LEDGER": str(ledger)}
-    command = [sys.executable, "-c", SCRIPT, json.dumps(settings), str(out), str(state)]
+    start = "SNAPSHOT" if "snapshot" in point else "EARLIEST"
+    command = [sys.executable, "-c", SCRIPT, json.dumps(settings), str(out), str(state), start]
     killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stdout + killed.stderr
     sf.post("sobjects/Account", json={"Name": "After the crash"})  # the retry reads further than the first try
     retried = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert retried.returncode == 0, retried.stdout + retried.stderr
     rows = _rows(out)
+    if start == "SNAPSHOT":  # the snapshot part once, then the replayed events on top of it
+        table = _apply_parts(out)
+        assert sorted(r["Name"] for r in table.values() if r["Name"].startswith("K")) == sorted(
+            f"K{i}" for i in range(30)
+        )
+        assert "After the crash" in {r["Name"] for r in table.values()}
+        assert len([r for r in rows if r["change_type"] == "SNAPSHOT"]) >= 30
+        return
     names = [r["Name"] for r in rows]
     assert sorted(r["record_id"] for r in rows if r["Name"] != "After the crash") == sorted(ids)
     assert len(names) == len(set(names)) == 31, "every event once: no part doubled, none lost"

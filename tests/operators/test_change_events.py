@@ -80,8 +80,15 @@ def test_bad_settings_fail_at_parse_time_and_overflow_fails_the_task(
     records = [{"attributes": {"type": "Account"}, "Name": f"O{i}"} for i in range(3)]
     sf.post("composite/sobjects", json={"records": records})
     op = SalesforceChangeEventsOperator(
-        task_id="o", channel="/data/AccountChangeEvent", destination=str(tmp_path), idle_seconds=1,
-        sfint_conn_id=events_conn,
+        task_id="o", channel="/data/AccountChangeEvent", destination=str(tmp_path / "strict"), idle_seconds=1,
+        resync=False, sfint_conn_id=events_conn,
     )  # fmt: skip
     with pytest.raises(AirflowFailException, match="GAP_OVERFLOW"):
         op.execute(make_context())
+    healing = SalesforceChangeEventsOperator(
+        task_id="h", channel="/data/AccountChangeEvent", destination=str(tmp_path / "healed"), idle_seconds=1,
+        sfint_conn_id=events_conn,
+    )  # fmt: skip
+    summary = healing.execute(make_context())
+    live = fresh_org.records("Account", include_deleted=False)
+    assert summary["snapshots"] == 1 and summary["rows"]["SNAPSHOT"] == len(live)
