@@ -228,6 +228,7 @@ class Emulator:
                     f'ALTER TABLE {obj.table} ADD COLUMN "{f.name}" {f.sql_type}'
                     + (" COLLATE NOCASE" if f.is_text else "")
                 )
+        self.schema_loaded_at = self.clock.now().replace(microsecond=0)  # describe's Last-Modified moves
         schema = self.events.schemas.event_schema(obj) if obj.is_event else self.events.schemas.change_schema(obj)
         return {"object": obj.name, "field": f.describe(), "schema_id": schema.schema_id}
 

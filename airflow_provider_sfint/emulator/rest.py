@@ -127,8 +127,9 @@ def register(router: Router, em: Emulator) -> None:
         etag = '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
         last_modified = format_datetime(em.schema_loaded_at, usegmt=True)
         headers = {"ETag": etag, "Last-Modified": last_modified}
-        if req.headers.get("if-none-match") == etag:
-            return Resp(304, None, headers)
+        match = req.headers.get("if-none-match")
+        if match is not None:  # RFC 9110: with If-None-Match present, If-Modified-Since is not evaluated
+            return Resp(304, None, headers) if match == etag else Resp(200, text, headers)
         since = req.headers.get("if-modified-since")
         if since:
             try:

@@ -253,6 +253,18 @@ class ChangeEventsEngine:
         by_name = {f["name"]: f for f in cols.fields}
         for name, value in values.items():
             column = cols.column(name) if name not in by_name else name
+            if column is None and value is not None:
+                # a field added since describe was read (the event's schema changed mid-run): read it again, so
+                # the part gains the column (null in earlier rows) instead of dropping the value
+                self._columns.pop(event.entity, None)
+                cols = self.columns(event.entity)
+                by_name = {f["name"]: f for f in cols.fields}
+                column = cols.column(name)
+                if column is None:
+                    raise ValueError(
+                        f"{event.entity} change event {event.replay_id.hex()} carries {name!r}, which describe does "
+                        "not list: the output has no column for it"
+                    )
             if column is not None:
                 row[column] = _typed(value, by_name[column])
         return row

@@ -260,3 +260,21 @@ def test_killed_anywhere_every_event_exactly_once(
     assert sorted(r["record_id"] for r in rows if r["Name"] != "After the crash") == sorted(ids)
     assert len(names) == len(set(names)) == 31, "every event once: no part doubled, none lost"
     assert not list((out / "Account").glob(".*sfint-tmp"))
+
+
+def test_a_field_added_mid_run_becomes_a_new_column(
+    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+) -> None:
+    config = _config(config, emulator_server)
+    first = sf.post("sobjects/Account", json={"Name": "Old schema"}).json()["id"]
+    with SalesforceClient(config) as rest:
+        engine = _engine(config, rest, tmp_path, MemoryStateStore())
+        engine.columns("Account")  # describe read before the field exists
+        admin._call("POST", "pubsub/fields/Account", json={"name": "Tier__c", "type": "string", "length": 20})
+        sf.patch(f"sobjects/Account/{first}", json={"Tier__c": "Gold"})
+        summary = engine.run()
+    assert summary["events"] == 2
+    (part,) = summary["parts"]
+    table = pq.read_table(part)
+    assert "Tier__c" in table.schema.names
+    assert [r["Tier__c"] for r in table.to_pylist()] == [None, "Gold"]

@@ -176,6 +176,9 @@ def test_item22_describe_key_sets_and_cache_headers(sf: SalesforceHttp, recorded
     etag, modified = r.headers["ETag"], r.headers["Last-Modified"]
     assert sf.get("sobjects/Account/describe", headers={"If-None-Match": etag}).status_code == 304
     assert sf.get("sobjects/Account/describe", headers={"If-Modified-Since": modified}).status_code == 304
+    # a stale ETag wins over a fresh date: with If-None-Match present, If-Modified-Since is not evaluated
+    stale = {"If-None-Match": '"stale"', "If-Modified-Since": modified}
+    assert sf.get("sobjects/Account/describe", headers=stale).status_code == 200
     old = "Mon, 01 Jan 2001 00:00:00 GMT"
     assert sf.get("sobjects/Account/describe", headers={"If-Modified-Since": old}).status_code == 200
     glob = sf.get("sobjects").json()
