@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from airflow_provider_sfint.hooks.salesforce import EXTRA_FIELDS
+
 from .emulator.helpers import Admin
 from .operators.conftest import conn, load_dag  # noqa: F401  (a fixture and a helper)
 from .test_provider_registration import _airflow_before_3_2, _installed
@@ -44,7 +46,8 @@ def test_the_connection_form_metadata(api: Any) -> None:
     extra = meta["extra_fields"]
     if extra is None and _airflow_before_3_2() and not _installed("wtforms"):
         pytest.skip("Airflow 3.1 serves connection-form extra fields only with wtforms installed (Airflow's)")
-    assert len(extra) == 18 and "login_url" not in extra  # one Login URL field: the host
+    declared = set(EXTRA_FIELDS) - {"login_url"}  # one Login URL field: the host
+    assert set(extra) == declared and {"pubsub_endpoint", "org_id"} <= declared
     assert all(field["schema"].get("title") or field.get("title") for field in extra.values())
     for secret in ("client_secret", "private_key", "refresh_token", "access_token"):
         assert extra[secret]["schema"]["format"] == "password", secret

@@ -27,6 +27,12 @@ def _blocks(name: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", (DOCS / name).read_text(encoding="utf-8"), flags=re.S)
 
 
+def _block_with(name: str, marker: str) -> str:
+    """The one python block of a page that contains `marker` (robust to blocks added before it)."""
+    (block,) = [b for b in _blocks(name) if marker in b]
+    return block
+
+
 @pytest.mark.parametrize(
     ("doc", "index"),
     [
@@ -121,7 +127,8 @@ def test_soql_literal_filter_renders_a_safe_query(
 
 def test_pubsub_subscribe_doc_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """The events page's Pub/Sub client example: a plain grpcio subscriber reads an Account's change event."""
-    exec(compile(_blocks("events.md")[1], "events.md[1]", "exec"), {"__name__": "__docs__"})
+    code = _block_with("events.md", "stream_stream")
+    exec(compile(code, "events.md (any Pub/Sub client)", "exec"), {"__name__": "__docs__"})
     out = capsys.readouterr().out
     assert "CREATE ['001" in out and "Acme Paris" in out and "resume after replay id" in out
 
