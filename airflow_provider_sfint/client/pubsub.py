@@ -294,9 +294,12 @@ class PubSubClient:
         replay_id: bytes | None = None,
         batch_size: int = MAX_REQUESTED,
         idle_timeout: float | None = None,
+        limit: int | None = None,
     ) -> AsyncGenerator[FetchBatch, None]:
         """Batches of decoded events, in order, until the caller stops iterating or, with ``idle_timeout``,
-        until that many seconds pass without an event (a keep-alive does not count as one).
+        until that many seconds pass without an event (a keep-alive does not count as one), or, with
+        ``limit``, once that many events have come (never more are requested, so never more are delivered
+        and counted against the org's delivery allocation).
 
         A broken stream is reopened after the last replay id received (or the last keep-alive's), up to
         :data:`MAX_RECONNECTS` times in a row."""
@@ -306,13 +309,17 @@ class PubSubClient:
             raise ConfigurationError("replay_preset", f"{replay_preset!r}: use LATEST, EARLIEST or CUSTOM")
         if replay_preset == "CUSTOM" and not replay_id:
             raise ConfigurationError("replay_id", "CUSTOM needs the replay id to resume after")
+        if limit is not None and limit < 1:
+            raise ConfigurationError("limit", f"{limit} must be at least 1 (or None: no limit)")
         preset, resume = PRESETS[replay_preset], replay_id or b""
+        received = 0
         creds = await self.credentials(None)
         refreshed = False
         failures = 0
         while True:
             call = self._method("Subscribe")(metadata=creds.metadata())
-            first = pb.FetchRequest(topic_name=topic, replay_preset=preset, num_requested=batch_size)
+            wanted = batch_size if limit is None else min(batch_size, limit - received)
+            first = pb.FetchRequest(topic_name=topic, replay_preset=preset, num_requested=wanted)
             if preset == pb.CUSTOM:
                 first.replay_id = resume
             try:
@@ -333,12 +340,18 @@ class PubSubClient:
                     latest = bytes(response.latest_replay_id)
                     if events:
                         self.delivered += len(events)
+                        received += len(events)
                         resume, preset = events[-1].replay_id, pb.CUSTOM
-                        await call.write(pb.FetchRequest(topic_name=topic, num_requested=len(events)))
+                        more = len(events) if limit is None else min(len(events), limit - received - pending(response))
+                        if more > 0:
+                            await call.write(pb.FetchRequest(topic_name=topic, num_requested=more))
                     elif latest and preset != pb.EARLIEST:
                         # a keep-alive: nothing of ours is pending before this id
                         resume, preset = latest, pb.CUSTOM
                     yield FetchBatch(events, latest, response.pending_num_requested)
+                    if limit is not None and received >= limit:
+                        call.cancel()
+                        return
             except TimeoutError:
                 call.cancel()
                 return
@@ -362,6 +375,11 @@ class PubSubClient:
             except BaseException:
                 call.cancel()
                 raise
+
+
+def pending(response: Any) -> int:
+    """What the server still owes on this stream after ``response``."""
+    return max(0, int(response.pending_num_requested))
 
 
 class _StreamEnded(Exception):

@@ -306,6 +306,7 @@ def _pubsub(em: Emulator, method: str, rest: list[str], body: dict[str, Any]) ->
             "grpc_port": em.grpc_port,
             "cdc_entities": sorted(bus.cdc_entities),
             "latest_replay_id": replay_bytes(latest).hex() if latest else None,
+            "subscribers": {topic: n for topic, n in sorted(bus.subscribers.items()) if n},
             **vars(bus.settings),
         }
     if what == "cdc":  # {"enable": [...], "disable": [...]} selects entities for Change Data Capture

@@ -278,6 +278,9 @@ class EventBus:
         self.cdc_entities: set[str] = set(org.cdc_entities)
         self.custom_channels: dict[str, set[str]] = {k: set(v) for k, v in org.channels.items()}
         self.delivered: Counter[str] = Counter()
+        # live Subscribe streams per topic (kept across a reset: the streams outlive it)
+        self.subscribers: Counter[str] = Counter()
+        self.lock = threading.Lock()
         self.cond = threading.Condition()
         self._buffer: list[Change] = []
         self._rows: list[tuple[Any, ...]] = []  # encoded events of complete Bulk chunks, waiting for the commit
@@ -557,6 +560,7 @@ class EventBus:
                     "latest_replay_id": replay_bytes(last).hex() if last else None,
                     "events": self.log.count(entities) if entities else 0,
                     "delivered": self.delivered[name],
+                    "subscribers": self.subscribers[name],
                 }
             )
         return out

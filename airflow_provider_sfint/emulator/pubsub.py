@@ -262,6 +262,7 @@ class PubSubService:
         )
         reader.start()
         position: int | None = None  # the bus position of the last event sent (or where the stream starts)
+        subscribed: str | None = None  # the topic counted in bus.subscribers while this stream lives
         sent_events = 0
         last_sent = bus.clock.time()
         try:
@@ -277,6 +278,9 @@ class PubSubService:
                     continue
                 if position is None:
                     position = self._start_position(sub)
+                    subscribed = sub.topic or ""
+                    with bus.lock:
+                        bus.subscribers[subscribed] += 1
                 with sub.lock:
                     pending, topic = sub.pending, sub.topic or ""
                 _, entities = self._topic(topic)  # selection and channel members may change while subscribed
@@ -336,6 +340,9 @@ class PubSubService:
         finally:
             with sub.lock:
                 sub.finished = True
+            if subscribed is not None:
+                with bus.lock:
+                    bus.subscribers[subscribed] -= 1
 
     def _wait(self, seconds: float) -> None:
         with self.em.events.cond:
