@@ -183,9 +183,11 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Salesforce (sfint)",
-                "python-modules": ["airflow_provider_sfint.triggers.bulk"],
+                "python-modules": ["airflow_provider_sfint.triggers.bulk", "airflow_provider_sfint.triggers.channel"],
             }
         ],
+        # MessageQueueTrigger(scheme="salesforce") where apache-airflow-providers-common-messaging is installed
+        "queues": ["airflow_provider_sfint.queues.SalesforceMessageQueueProvider"],
         "extra-links": ["airflow_provider_sfint.links.SalesforceJobLink"],
         "config": {
             "sfint": {
