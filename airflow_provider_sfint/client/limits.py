@@ -67,6 +67,25 @@ def parse_limits(body: dict[str, Any]) -> dict[str, LimitValue]:
     }
 
 
+#: The ``/limits`` key of the daily event delivery allocation (Pub/Sub subscribers spend it).
+DELIVERY_LIMIT = "DailyDeliveredPlatformEvents"
+
+
+def check_allocation(
+    limit: LimitValue | None, min_remaining_percent: float, *, what: str, purpose: str = "this work"
+) -> None:
+    """Refuse to start ``purpose`` when less than ``min_remaining_percent`` of an allocation of ``/limits``
+    (``what``: e.g. "daily event deliveries") remains."""
+    if limit is None or min_remaining_percent <= 0 or limit.max <= 0:
+        return
+    percent = 100.0 * max(limit.remaining, 0) / limit.max
+    if percent < min_remaining_percent:
+        raise BudgetExhaustedError(
+            f"refusing to start {purpose}: {limit.remaining} of {limit.max} {what} remain ({percent:.1f}%), "
+            f"below the configured minimum of {min_remaining_percent:g}%"
+        )
+
+
 def check_budget(usage: ApiUsage | None, min_remaining_percent: float, *, purpose: str = "this work") -> None:
     """Refuse to start ``purpose`` when less than ``min_remaining_percent`` of the daily allowance remains."""
     if usage is None or min_remaining_percent <= 0:

@@ -16,7 +16,7 @@ import httpx
 
 from .auth import ClientConfig
 from .errors import RecordValidationError, SalesforceError, did_you_mean
-from .limits import ApiUsage, LimitValue, check_budget, parse_limits
+from .limits import DELIVERY_LIMIT, ApiUsage, LimitValue, check_allocation, check_budget, parse_limits
 from .transport import ApiRequest, RetryEvent, Transport
 
 MIN_BATCH, MAX_BATCH = 200, 2000
@@ -313,6 +313,13 @@ class SalesforceClient(_Base):
         usage = ApiUsage(limit.used, limit.max)
         check_budget(usage, threshold, purpose=purpose)
         return usage
+
+    def check_delivery_budget(self, min_remaining_percent: float, *, purpose: str = "this work") -> LimitValue | None:
+        """Refuse (BudgetExhaustedError) when less than ``min_remaining_percent`` of the org's daily event
+        delivery allocation remains; None (and no check) when the org does not report it."""
+        limit = self.limits().get(DELIVERY_LIMIT)
+        check_allocation(limit, min_remaining_percent, what="daily event deliveries", purpose=purpose)
+        return limit
 
 
 class AsyncSalesforceClient(_Base):

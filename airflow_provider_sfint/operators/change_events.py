@@ -40,6 +40,10 @@ class SalesforceChangeEventsOperator(BaseOperator):
         fails the task, naming the entity, after committing what came before)
     :param entities: the entities of a multi-entity channel, for ``SNAPSHOT`` and expired checkpoints
     :param batch_size: events kept requested from the server (1..100, default 100)
+    :param min_remaining_delivery_percent: refuse to start when less of the org's daily event delivery
+        allocation remains (``/limits`` ``DailyDeliveredPlatformEvents``; default None: no check)
+    :param min_remaining_api_percent: refuse to start when less of the daily API allowance remains (default
+        None: no check)
     :param sfint_conn_id: the Salesforce connection (its ``pubsub_endpoint`` is used)
 
     Returns the summary: events, rows per change type, gaps healed, parts, first and last replay id,
@@ -61,6 +65,8 @@ class SalesforceChangeEventsOperator(BaseOperator):
         batch_size: int = 100,
         resync: bool = True,
         entities: Sequence[str] = (),
+        min_remaining_delivery_percent: float | None = None,
+        min_remaining_api_percent: float | None = None,
         sfint_conn_id: str = SalesforceHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -74,6 +80,12 @@ class SalesforceChangeEventsOperator(BaseOperator):
         self.batch_size = int(batch_size)
         self.resync = bool(resync)
         self.entities = tuple(entities)
+        self.min_remaining_delivery_percent = min_remaining_delivery_percent
+        self.min_remaining_api_percent = min_remaining_api_percent
+        for name in ("min_remaining_delivery_percent", "min_remaining_api_percent"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= float(value) <= 100:
+                raise ValueError(f"{name} must be a percentage between 0 and 100, got {value!r}")
         self.sfint_conn_id = sfint_conn_id
         if "{{" not in str(channel):  # a bad setting fails at DAG parse time, naming it
             self._settings(destination).check()
@@ -110,6 +122,13 @@ class SalesforceChangeEventsOperator(BaseOperator):
             checkpoint = output / CHECKPOINT_FILE
         store = FileStateStore(checkpoint)
         config = self.hook.config
+        purpose = f"task {self.task_id} ({self.channel})"
+        # Budgets first (BudgetExhaustedError, retried like the Bulk operators' API budget, as allocations
+        # recover): a refused start reads no event and moves nothing.
+        if self.min_remaining_api_percent is not None:
+            self.hook.client.check_budget(self.min_remaining_api_percent, purpose=purpose)
+        if self.min_remaining_delivery_percent is not None:
+            self.hook.client.check_delivery_budget(self.min_remaining_delivery_percent, purpose=purpose)
 
         def pubsub() -> PubSubClient:
             transport = Transport(config)

@@ -92,3 +92,30 @@ def test_bad_settings_fail_at_parse_time_and_overflow_fails_the_task(
     summary = healing.execute(make_context())
     live = fresh_org.records("Account", include_deleted=False)
     assert summary["snapshots"] == 1 and summary["rows"]["SNAPSHOT"] == len(live)
+
+
+def test_refuses_to_start_below_the_delivery_allocation_share(
+    events_conn: str, sf: SalesforceHttp, fresh_org: Admin, tmp_path: Path
+) -> None:
+    from airflow_provider_sfint.client.errors import BudgetExhaustedError
+
+    sf.post("sobjects/Account", json={"Name": "Waiting"})
+    fresh_org.limits(platform_events_delivered_max=1000, platform_events_delivered_used=950)
+    with pytest.raises(ValueError, match="min_remaining_delivery_percent"):
+        SalesforceChangeEventsOperator(
+            task_id="x", channel="/data/ChangeEvents", destination=str(tmp_path), min_remaining_delivery_percent=120
+        )
+    op = SalesforceChangeEventsOperator(
+        task_id="guarded",
+        channel="/data/ChangeEvents",
+        destination=str(tmp_path),
+        idle_seconds=1,
+        min_remaining_delivery_percent=10,
+        sfint_conn_id=events_conn,
+    )
+    with pytest.raises(BudgetExhaustedError, match=r"50 of 1000 daily event deliveries remain \(5\.0%\).*10%"):
+        op.execute(make_context())
+    assert not list(tmp_path.iterdir())  # nothing read, nothing written, no checkpoint
+    assert fresh_org._call("GET", "limits")["platform_events_delivered_used"] == 950
+    op.min_remaining_delivery_percent = 5
+    assert op.execute(make_context())["events"] == 1
