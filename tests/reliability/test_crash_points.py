@@ -35,6 +35,7 @@ from airflow.sdk import DAG
 
 from airflow_provider_sfint.operators.bulk_ingest import SalesforceBulkIngestOperator
 from airflow_provider_sfint.operators.bulk_query import SalesforceBulkQueryOperator
+from airflow_provider_sfint.operators.change_events import SalesforceChangeEventsOperator
 from airflow_provider_sfint.operators.composite import SalesforceCompositeUpsertOperator
 
 conn, folder, kind = os.environ["SFINT_CONN_ID"], os.environ["SFINT_CRASH_DIR"], "KIND"
@@ -57,6 +58,9 @@ with DAG("sfint_points_KIND", schedule="@daily", start_date=start, default_args=
                                      external_id_field="External_Id__c" if kind == "upsert" else None,
                                      source=f"{folder}/in.parquet", max_bytes_per_job=4000, max_concurrent_jobs=1,
                                      max_failed_records=None, poll_interval=0.2, sfint_conn_id=conn)
+    elif kind == "changes":
+        SalesforceChangeEventsOperator(task_id="work", channel="/data/AccountChangeEvent", destination=f"{folder}/lake",
+                                       idle_seconds=1, batch_size=10, sfint_conn_id=conn)
     else:
         SalesforceCompositeUpsertOperator(task_id="work", object="Account", external_id_field="External_Id__c",
                                           records=f"{folder}/in.parquet", bulk_threshold=10, sfint_conn_id=conn)
@@ -116,11 +120,15 @@ def _declared() -> set[str]:
     return names
 
 
+#: The change-events operator in a real task: its stream points (the snapshot points are killed in a process
+#: running the engine, tests/client/test_change_events_engine.py).
+CHANGES = ["changes.run_recorded", "changes.part_written", "changes.parts_committed", "changes.checkpoint_moved"]
+
+
 def test_every_crash_point_is_exercised() -> None:
     from ..client.test_change_events_engine import CRASH_POINTS as CHANGE_ENGINE
 
-    # the change-event engine's points are killed in a process running the engine (no operator yet)
-    covered = {p for points in POINTS.values() for p in points} | set(CHANGE_ENGINE)
+    covered = {p for points in POINTS.values() for p in points} | set(CHANGE_ENGINE) | set(CHANGES)
     declared = _declared()
     assert declared, "no crash points found in the package"
     assert declared == covered, f"not exercised: {sorted(declared - covered)}; gone: {sorted(covered - declared)}"
@@ -401,3 +409,32 @@ def test_a_rerun_after_success_queries_again(
     _run("query_file", tmp_path, monkeypatch, conn, None, SFINT_CRASH_SOQL="SELECT Id, Name, Industry FROM Account")
     assert pq.read_table(tmp_path / "out.parquet").column_names == ["Id", "Name", "Industry"]
     assert len(_jobs(emulator_url, "query")) == 3
+
+
+@pytest.mark.parametrize("point", CHANGES)
+def test_change_events_killed_at_a_crash_point(
+    point: str,
+    execution_api: str,
+    fresh_org: Admin,
+    emulator_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The change-events task killed between writing a part and committing it, between the commit and the
+    checkpoint, and after the checkpoint; Airflow's retry ends with every event in the lake exactly once and the
+    checkpoint at the last one."""
+    from ..operators.conftest import set_connection
+
+    grpc_target = emulator_server.grpc_target
+    conn = set_connection(monkeypatch, "sfint_crash_events", emulator_server.url, pubsub_endpoint=grpc_target)
+    with SalesforceHttp.login(emulator_server.url) as sf:
+        records = [{"attributes": {"type": "Account"}, "Name": f"Killed {i}"} for i in range(30)]
+        ids = [r["id"] for r in sf.post("composite/sobjects", json={"records": records}).json()]
+    _run("changes", tmp_path, monkeypatch, conn, point)
+    lake = tmp_path / "lake"
+    rows = [r for part in sorted(lake.glob("Account/part-*.parquet")) for r in pq.read_table(part).to_pylist()]
+    assert sorted(r["record_id"] for r in rows) == sorted(ids)  # every event once: none lost, none doubled
+    assert len({r["replay_id"] for r in rows}) == 30
+    assert not [p for p in lake.rglob("*") if p.is_file() and ".sfint-tmp" in p.name]  # no staging left behind
+    checkpoint = json.loads((lake / "_sfint_checkpoint.json").read_text())["values"]["checkpoint"]
+    assert checkpoint["replay_id"] == max((r["replay_id"] for r in rows), key=lambda h: int(h, 16))
