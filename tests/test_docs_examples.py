@@ -145,3 +145,14 @@ def test_pubsub_client_doc_example_runs(
     exec(compile(code, "client.md[2]", "exec"), {"__name__": "__docs__"})
     out = capsys.readouterr().out
     assert "published " in out and "CREATE ('001" in out
+
+
+def test_asset_watcher_doc_example_parses() -> None:
+    """The events page's watcher DAG: an asset watched by the channel trigger schedules the change reader."""
+    from airflow_provider_sfint.triggers.channel import SalesforceChannelTrigger
+
+    scope: dict[str, object] = {"__name__": "__docs__"}
+    exec(compile(_block_with("events.md", "AssetWatcher"), "events.md (watcher)", "exec"), scope)
+    asset = scope["account_changes"]
+    (watcher,) = asset.watchers  # type: ignore[attr-defined]
+    assert isinstance(watcher.trigger, SalesforceChannelTrigger) and watcher.trigger.min_interval == 30
