@@ -63,6 +63,8 @@ HEADER_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("change_origin", pa.string()),
 ]
 SKIPPED = frozenset({"Id", "IsDeleted", "SystemModstamp"})
+#: the describe keys the columns and their typing use: what the checkpoint keeps of describe
+DESCRIBE_KEYS = ("name", "type", "scale", "precision", "compoundFieldName")
 EPOCH = date(1970, 1, 1)
 
 
@@ -89,6 +91,8 @@ class ChangeSettings:
     :param resync: heal a ``GAP_OVERFLOW`` or an expired checkpoint with a Bulk snapshot (False: stop with
         :class:`ResyncNeeded`)
     :param entities: the entities of a multi-entity channel (``/data/ChangeEvents``, ``__chn``), for snapshots
+    :param part_events: events held in memory at most: a run commits its parts (and moves the checkpoint) every
+        this many events, so memory stays flat however far behind the channel is
     """
 
     channel: str
@@ -100,6 +104,7 @@ class ChangeSettings:
     batch_size: int = 100
     resync: bool = True
     entities: tuple[str, ...] = ()
+    part_events: int = 20_000
 
     def snapshot_entities(self) -> tuple[str, ...]:
         """What a snapshot of the channel covers: its one entity, or the listed ones."""
@@ -124,6 +129,8 @@ class ChangeSettings:
             raise ValueError(f"channel {self.channel!r} is not a change-event channel (/data/...)")
         if self.max_events is not None and self.max_events < 1:
             raise ValueError("max_events must be at least 1")
+        if self.part_events < 1:
+            raise ValueError("part_events must be at least 1")
 
 
 @dataclass
@@ -197,12 +204,17 @@ class ChangeEventsEngine:
         self.settings = settings
         self.store = store
         self._columns: dict[str, _Columns] = {}
+        # describe as kept in the checkpoint, per entity with the event schema id it was read for: a run whose
+        # events carry the same schema id needs no describe call (the id changes whenever a field does)
+        self._kept: dict[str, Any] = {}
+        self._described: dict[str, Any] = {}
         self.deliveries = 0
         self.reconnects = 0
 
     # --- reading --------------------------------------------------------------------------------------
 
-    async def _read(self, replay_id: str | None, after_snapshot: bool) -> list[ChangeEvent]:
+    async def _read(self, replay_id: str | None, after_snapshot: bool, limit: int) -> list[ChangeEvent]:
+        """Up to ``limit`` events after ``replay_id`` (fewer when the channel goes idle first)."""
         s = self.settings
         events: list[ChangeEvent] = []
         client = self.pubsub()
@@ -213,30 +225,43 @@ class ChangeEventsEngine:
                 s.channel,
                 replay_preset=preset,
                 replay_id=bytes.fromhex(replay_id) if replay_id else None,
-                batch_size=min(s.batch_size, s.max_events or s.batch_size),
+                batch_size=min(s.batch_size, limit),
                 idle_timeout=s.idle_seconds,
+                limit=limit,  # never requested beyond it: no delivery is spent on events this round leaves
             )
             async for batch in stream:
                 for event in batch.events:
                     if isinstance(event, PlatformEvent):
                         raise ValueError(f"{s.channel} delivered a platform event: read it with the events operator")
                     events.append(event)
-                if s.max_events is not None and len(events) >= s.max_events:
-                    break
             await stream.aclose()
             self.deliveries = client.delivered
             self.reconnects = client.reconnects
-        return events[: s.max_events] if s.max_events else events
+        return events
 
     # --- rows ---------------------------------------------------------------------------------------
 
-    def columns(self, entity: str) -> _Columns:
+    def columns(self, entity: str, schema_id: str | None = None) -> _Columns:
+        """The entity's output columns: from describe, or from the describe kept in the checkpoint when it was
+        read for the same event schema id (no REST call)."""
         if entity not in self._columns:
-            self._columns[entity] = _Columns.of(self.rest.describe(entity))
+            kept = self._kept.get(entity)
+            if schema_id and kept and kept.get("schema_id") == schema_id:
+                self._columns[entity] = _Columns.of({"fields": kept["fields"]})
+                self._described[entity] = kept
+            else:
+                describe = self.rest.describe(entity)
+                self._columns[entity] = _Columns.of(describe)
+                if schema_id:
+                    fields = [{k: f[k] for k in DESCRIBE_KEYS if f.get(k) is not None} for f in describe["fields"]]
+                    self._described[entity] = {"schema_id": schema_id, "fields": fields}
         return self._columns[entity]
 
+    def _kept_columns(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        return {**checkpoint.get("columns", {}), **self._described}
+
     def _rows(self, event: ChangeEvent, values: dict[str, Any], change_type: str, record_id: str) -> dict[str, Any]:
-        cols = self.columns(event.entity)
+        cols = self.columns(event.entity, event.schema_id)
         row: dict[str, Any] = {
             "replay_id": event.replay_id.hex(),
             "change_type": change_type,
@@ -257,7 +282,8 @@ class ChangeEventsEngine:
                 # a field added since describe was read (the event's schema changed mid-run): read it again, so
                 # the part gains the column (null in earlier rows) instead of dropping the value
                 self._columns.pop(event.entity, None)
-                cols = self.columns(event.entity)
+                self._kept.pop(event.entity, None)
+                cols = self.columns(event.entity, event.schema_id)
                 by_name = {f["name"]: f for f in cols.fields}
                 column = cols.column(name)
                 if column is None:
@@ -271,7 +297,7 @@ class ChangeEventsEngine:
 
     def _heal(self, event: ChangeEvent) -> list[dict[str, Any]]:
         """Gap rows: the listed records read again, with every current value (``GAP_DELETE`` when gone)."""
-        cols = self.columns(event.entity)
+        cols = self.columns(event.entity, event.schema_id)
         names = [f["name"] for f in cols.fields]
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(event.record_ids), 200):
@@ -392,7 +418,12 @@ class ChangeEventsEngine:
             summary["parts"].append(self._write(entity, part, by_entity[entity]))
             crash_point("changes.part_written")
         crash_point("changes.parts_committed")
-        moved = {"replay_id": events[-1].replay_id.hex(), "part": part, "events": checkpoint["events"] + len(events)}
+        moved = {
+            "replay_id": events[-1].replay_id.hex(),
+            "part": part,
+            "events": checkpoint["events"] + len(events),
+            "columns": self._kept_columns(checkpoint),
+        }
         self.store.set(CHECKPOINT, moved)
         crash_point("changes.checkpoint_moved")
         self.store.delete(RUN)
@@ -414,7 +445,13 @@ class ChangeEventsEngine:
             summary["parts"].append(path)
             summary["rows"]["SNAPSHOT"] = summary["rows"].get("SNAPSHOT", 0) + rows
         summary["snapshots"] += len(entities)
-        moved = {"replay_id": resume, "part": part, "events": checkpoint["events"], "snapshot": resume is None}
+        moved = {
+            "replay_id": resume,
+            "part": part,
+            "events": checkpoint["events"],
+            "snapshot": resume is None,
+            "columns": self._kept_columns(checkpoint),
+        }
         self.store.set(CHECKPOINT, moved)
         crash_point("changes.snapshot_committed")
         self.store.delete(RUN)
@@ -422,6 +459,7 @@ class ChangeEventsEngine:
 
     def run(self) -> dict[str, Any]:
         checkpoint = self.store.get(CHECKPOINT) or {"replay_id": None, "part": 0, "events": 0}
+        self._kept = dict(checkpoint.get("columns") or {})
         summary: dict[str, Any] = {
             "channel": self.settings.channel,
             "events": 0,
@@ -436,13 +474,19 @@ class ChangeEventsEngine:
         }
         if self.store.get(CHECKPOINT) is None and self.settings.start == "SNAPSHOT":
             checkpoint = self._resync(checkpoint, self.settings.snapshot_entities(), None, 0, summary)
-        for _round in range(100):  # one round per overflow healed; the stream is caught up when a round ends
+        overflows = 0
+        while True:  # a round per part_events events or overflow healed; caught up when a round reads fewer
             recorded = self.store.get(RUN)
             part = checkpoint["part"] + 1
             if recorded and not recorded.get("snapshot") and recorded.get("from") == checkpoint["replay_id"]:
                 part = recorded["part"]  # a killed run from this checkpoint: the same part names again
+            limit = self.settings.part_events
+            if self.settings.max_events is not None:
+                limit = min(limit, self.settings.max_events - summary["events"])
+                if limit <= 0:
+                    return summary
             try:
-                events = asyncio.run(self._read(checkpoint["replay_id"], checkpoint.get("snapshot", False)))
+                events = asyncio.run(self._read(checkpoint["replay_id"], checkpoint.get("snapshot", False), limit))
             except ReplayIdExpiredError as exc:
                 if not self.settings.resync or not self.settings.snapshot_entities():
                     raise ResyncNeeded(
@@ -456,6 +500,7 @@ class ChangeEventsEngine:
                 continue
             summary["deliveries"] += self.deliveries
             summary["reconnects"] += self.reconnects
+            caught_up = len(events) < limit
             overflow = next((e for e in events if e.is_overflow), None)
             if overflow is not None:
                 events = events[: events.index(overflow)]
@@ -465,7 +510,14 @@ class ChangeEventsEngine:
                 summary["last_replay_id"] = events[-1].replay_id.hex()
                 checkpoint = self._commit(checkpoint, part, events, summary)
             if overflow is None:
-                return summary
+                if caught_up:
+                    return summary
+                continue  # a full round: commit and read on, holding at most part_events events at a time
+            overflows += 1
+            if overflows > 100:
+                raise ResyncNeeded(
+                    f"{self.settings.channel}: more than 100 overflows in one run", entity=None, replay_id=None
+                )
             if not self.settings.resync:
                 raise ResyncNeeded(
                     f"{self.settings.channel}: a transaction changed too many {overflow.entity} records for change "
@@ -481,7 +533,6 @@ class ChangeEventsEngine:
             checkpoint = self._resync(
                 checkpoint, (overflow.entity,), overflow.replay_id.hex(), overflow.commit_number, summary
             )
-        raise ResyncNeeded(f"{self.settings.channel}: more than 100 overflows in one run", entity=None, replay_id=None)
 
 
 def _join(base: Any, *parts: str) -> Any:

@@ -40,6 +40,8 @@ class SalesforceChangeEventsOperator(BaseOperator):
         fails the task, naming the entity, after committing what came before)
     :param entities: the entities of a multi-entity channel, for ``SNAPSHOT`` and expired checkpoints
     :param batch_size: events kept requested from the server (1..100, default 100)
+    :param part_events: a run commits its parts and moves the checkpoint every this many events (default 20,000),
+        so memory stays flat however far behind the channel is
     :param min_remaining_delivery_percent: refuse to start when less of the org's daily event delivery
         allocation remains (``/limits`` ``DailyDeliveredPlatformEvents``; default None: no check)
     :param min_remaining_api_percent: refuse to start when less of the daily API allowance remains (default
@@ -65,6 +67,7 @@ class SalesforceChangeEventsOperator(BaseOperator):
         batch_size: int = 100,
         resync: bool = True,
         entities: Sequence[str] = (),
+        part_events: int = 20_000,
         min_remaining_delivery_percent: float | None = None,
         min_remaining_api_percent: float | None = None,
         sfint_conn_id: str = SalesforceHook.default_conn_name,
@@ -80,6 +83,7 @@ class SalesforceChangeEventsOperator(BaseOperator):
         self.batch_size = int(batch_size)
         self.resync = bool(resync)
         self.entities = tuple(entities)
+        self.part_events = int(part_events)
         self.min_remaining_delivery_percent = min_remaining_delivery_percent
         self.min_remaining_api_percent = min_remaining_api_percent
         for name in ("min_remaining_delivery_percent", "min_remaining_api_percent"):
@@ -111,6 +115,7 @@ class SalesforceChangeEventsOperator(BaseOperator):
             self.batch_size,
             self.resync,
             self.entities,
+            self.part_events,
         )
 
     def execute(self, context: Any) -> dict[str, Any]:

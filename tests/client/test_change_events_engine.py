@@ -278,3 +278,50 @@ def test_a_field_added_mid_run_becomes_a_new_column(
     table = pq.read_table(part)
     assert "Tier__c" in table.schema.names
     assert [r["Tier__c"] for r in table.to_pylist()] == [None, "Gold"]
+
+
+def test_describe_is_read_once_per_event_schema(
+    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+) -> None:
+    """A sync whose events carry the schema id of the last run's needs no REST call: the describe it typed the
+    columns from is kept in the checkpoint per schema id. A new field (a new schema id) reads describe again."""
+    config = _config(config, emulator_server)
+    store = MemoryStateStore()
+    record = sf.post("sobjects/Account", json={"Name": "Kept", "AnnualRevenue": 10}).json()["id"]
+    with SalesforceClient(config) as rest:
+        rest.login()
+        _engine(config, rest, tmp_path, store).run()
+        assert store.get("checkpoint")["columns"]["Account"]["schema_id"]
+        sf.patch(f"sobjects/Account/{record}", json={"AnnualRevenue": 20})
+        calls = rest.transport.calls
+        second = _engine(config, rest, tmp_path, store).run()
+        assert second["events"] == 1 and rest.transport.calls == calls  # no describe, no REST call at all
+        assert pq.read_table(second["parts"][0]).to_pylist()[0]["AnnualRevenue"] == Decimal(20)  # still typed
+        admin._call("POST", "pubsub/fields/Account", json={"name": "Tier__c", "type": "string", "length": 20})
+        sf.patch(f"sobjects/Account/{record}", json={"Tier__c": "Gold"})
+        calls = rest.transport.calls
+        third = _engine(config, rest, tmp_path, store).run()
+        assert rest.transport.calls == calls + 1  # describe, once, for the new schema
+        assert pq.read_table(third["parts"][0]).to_pylist()[0]["Tier__c"] == "Gold"
+
+
+def test_a_long_backlog_is_committed_every_part_events(
+    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, tmp_path: Path
+) -> None:
+    """A run far behind holds at most part_events events: it commits a part and moves the checkpoint every
+    part_events, is charged for exactly the events it read, and max_events still caps the run."""
+    config = _config(config, emulator_server)
+    records = [{"attributes": {"type": "Account"}, "Name": f"Backlog {i}"} for i in range(30)]
+    ids = [r["id"] for r in sf.post("composite/sobjects", json={"records": records}).json()]
+    store = MemoryStateStore()
+    with SalesforceClient(config) as rest:
+        capped = _engine(config, rest, tmp_path / "capped", MemoryStateStore(), part_events=7, max_events=10).run()
+        assert capped["events"] == 10 and capped["deliveries"] == 10 and len(capped["parts"]) == 2
+        summary = _engine(config, rest, tmp_path / "all", store, part_events=7).run()
+    assert summary["events"] == 30 and summary["deliveries"] == 30
+    assert [Path(p).name for p in summary["parts"]] == [f"part-00000{i}.parquet" for i in range(1, 6)]
+    sizes = [pq.read_metadata(p).num_rows for p in summary["parts"]]
+    assert sizes == [7, 7, 7, 7, 2]
+    rows = _rows(tmp_path / "all")
+    assert [r["record_id"] for r in rows] == ids  # in order, each once
+    assert store.get("checkpoint")["replay_id"] == summary["last_replay_id"] == rows[-1]["replay_id"]
