@@ -331,6 +331,14 @@ class PubSubClient:
                         raise _StreamEnded()
                     failures = 0
                     refreshed = False
+                    delivered = len(response.events)
+                    if delivered:
+                        # ask for more before decoding these: the server fills the next batch meanwhile
+                        self.delivered += delivered
+                        received += delivered
+                        more = delivered if limit is None else min(delivered, limit - received - pending(response))
+                        if more > 0:
+                            await call.write(pb.FetchRequest(topic_name=topic, num_requested=more))
                     events = []
                     for consumer in response.events:
                         schema = await self.schema(consumer.event.schema_id)
@@ -339,12 +347,7 @@ class PubSubClient:
                         )
                     latest = bytes(response.latest_replay_id)
                     if events:
-                        self.delivered += len(events)
-                        received += len(events)
                         resume, preset = events[-1].replay_id, pb.CUSTOM
-                        more = len(events) if limit is None else min(len(events), limit - received - pending(response))
-                        if more > 0:
-                            await call.write(pb.FetchRequest(topic_name=topic, num_requested=more))
                     elif latest and preset != pb.EARLIEST:
                         # a keep-alive: nothing of ours is pending before this id
                         resume, preset = latest, pb.CUSTOM

@@ -104,7 +104,7 @@ class ChangeSettings:
     batch_size: int = 100
     resync: bool = True
     entities: tuple[str, ...] = ()
-    part_events: int = 20_000
+    part_events: int = 10_000
 
     def snapshot_entities(self) -> tuple[str, ...]:
         """What a snapshot of the channel covers: its one entity, or the listed ones."""
@@ -139,6 +139,9 @@ class _Columns:
 
     fields: list[dict[str, Any]]
     compound: dict[str, str] = field(default_factory=dict)  # "BillingAddress.City" -> "BillingCity"
+    # per event field name: its column (None: no column), and per column its value converter; filled as met
+    _resolved: dict[str, str | None] = field(default_factory=dict, repr=False)
+    _convert: dict[str, Callable[[Any], Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, describe: dict[str, Any]) -> _Columns:
@@ -149,41 +152,68 @@ class _Columns:
             if parent:  # BillingCity of BillingAddress is its City part; FirstName of Name its FirstName part
                 prefix = parent[: -len("Address")] if parent.endswith("Address") else ""
                 compound[f"{parent}.{f['name'].removeprefix(prefix)}"] = f["name"]
-        return cls(fields, compound)
+        columns = cls(fields, compound)
+        columns._convert = {f["name"]: _converter(f) for f in fields}
+        return columns
 
     def schema(self) -> pa.Schema:
         return pa.schema([*HEADER_COLUMNS, *[(f["name"], arrow_type(f)) for f in self.fields]])
 
     def column(self, name: str) -> str | None:
         """The describe column an event field name stands for (``BillingAddress.City`` -> ``BillingCity``)."""
-        if name in self.compound:
-            return self.compound[name]
-        if "." in name:  # a compound the describe does not declare: Address parts by their prefix
+        try:
+            return self._resolved[name]
+        except KeyError:
+            pass
+        found: str | None
+        if name in self._convert:
+            found = name
+        elif name in self.compound:
+            found = self.compound[name]
+        elif "." in name:  # a compound the describe does not declare: Address parts by their prefix
             parent, part = name.split(".", 1)
             guess = (parent[: -len("Address")] if parent.endswith("Address") else "") + part
-            return guess if any(f["name"] == guess for f in self.fields) else None
-        return name if any(f["name"] == name for f in self.fields) else None
+            found = guess if guess in self._convert else None
+        else:
+            found = None
+        self._resolved[name] = found
+        return found
+
+    def typed(self, column: str, value: Any) -> Any:
+        return None if value is None else self._convert[column](value)
 
 
-def _typed(value: Any, sf_field: dict[str, Any]) -> Any:
-    """An event value (Avro: datetimes epoch ms, dates days) or a REST value as the column's Python value."""
-    if value is None:
-        return None
+def _converter(sf_field: dict[str, Any]) -> Callable[[Any], Any]:
+    """The function turning a non-null event value (Avro: datetimes epoch ms, dates days) or REST value into
+    the column's Python value, chosen once per column."""
     t = str(sf_field.get("type", "string")).lower()
     if t == "datetime":
-        if isinstance(value, int | float):
-            return datetime.fromtimestamp(value / 1000, tz=UTC)
-        return datetime.fromisoformat(str(value).replace("+0000", "+00:00").replace("Z", "+00:00"))
+        return _datetime
     if t == "date":
-        return EPOCH + timedelta(days=int(value)) if isinstance(value, int) else date.fromisoformat(str(value))
+        return _date
     if t == "currency":
-        return Decimal(str(value)).quantize(Decimal(1).scaleb(-int(sf_field.get("scale") or 0)))
+        quantum = Decimal(1).scaleb(-int(sf_field.get("scale") or 0))
+        return lambda value: Decimal(str(value)).quantize(quantum)
     if t in ("int", "long"):
-        return int(value)
+        return int
     if t in ("double", "percent"):
-        return float(value)
+        return float
     if t == "boolean":
-        return bool(value)
+        return bool
+    return _text
+
+
+def _datetime(value: Any) -> datetime:
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    return datetime.fromisoformat(str(value).replace("+0000", "+00:00").replace("Z", "+00:00"))
+
+
+def _date(value: Any) -> date:
+    return EPOCH + timedelta(days=int(value)) if isinstance(value, int) else date.fromisoformat(str(value))
+
+
+def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
@@ -275,16 +305,14 @@ class ChangeEventsEngine:
             "commit_user": event.commit_user,
             "change_origin": event.change_origin,
         }
-        by_name = {f["name"]: f for f in cols.fields}
         for name, value in values.items():
-            column = cols.column(name) if name not in by_name else name
+            column = cols.column(name)
             if column is None and value is not None:
                 # a field added since describe was read (the event's schema changed mid-run): read it again, so
                 # the part gains the column (null in earlier rows) instead of dropping the value
                 self._columns.pop(event.entity, None)
                 self._kept.pop(event.entity, None)
                 cols = self.columns(event.entity, event.schema_id)
-                by_name = {f["name"]: f for f in cols.fields}
                 column = cols.column(name)
                 if column is None:
                     raise ValueError(
@@ -292,7 +320,7 @@ class ChangeEventsEngine:
                         "not list: the output has no column for it"
                     )
             if column is not None:
-                row[column] = _typed(value, by_name[column])
+                row[column] = cols.typed(column, value)
         return row
 
     def _heal(self, event: ChangeEvent) -> list[dict[str, Any]]:

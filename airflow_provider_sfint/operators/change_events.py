@@ -40,7 +40,7 @@ class SalesforceChangeEventsOperator(BaseOperator):
         fails the task, naming the entity, after committing what came before)
     :param entities: the entities of a multi-entity channel, for ``SNAPSHOT`` and expired checkpoints
     :param batch_size: events kept requested from the server (1..100, default 100)
-    :param part_events: a run commits its parts and moves the checkpoint every this many events (default 20,000),
+    :param part_events: a run commits its parts and moves the checkpoint every this many events (default 10,000),
         so memory stays flat however far behind the channel is
     :param min_remaining_delivery_percent: refuse to start when less of the org's daily event delivery
         allocation remains (``/limits`` ``DailyDeliveredPlatformEvents``; default None: no check)
@@ -67,7 +67,7 @@ class SalesforceChangeEventsOperator(BaseOperator):
         batch_size: int = 100,
         resync: bool = True,
         entities: Sequence[str] = (),
-        part_events: int = 20_000,
+        part_events: int = 10_000,
         min_remaining_delivery_percent: float | None = None,
         min_remaining_api_percent: float | None = None,
         sfint_conn_id: str = SalesforceHook.default_conn_name,
