@@ -338,7 +338,10 @@ class PubSubClient:
                         received += delivered
                         more = delivered if limit is None else min(delivered, limit - received - pending(response))
                         if more > 0:
-                            await call.write(pb.FetchRequest(topic_name=topic, num_requested=more))
+                            try:
+                                await call.write(pb.FetchRequest(topic_name=topic, num_requested=more))
+                            except asyncio.InvalidStateError:
+                                pass  # the server ended the call after this batch: the next read says how
                     events = []
                     for consumer in response.events:
                         schema = await self.schema(consumer.event.schema_id)

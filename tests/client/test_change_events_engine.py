@@ -325,3 +325,45 @@ def test_a_long_backlog_is_committed_every_part_events(
     rows = _rows(tmp_path / "all")
     assert [r["record_id"] for r in rows] == ids  # in order, each once
     assert store.get("checkpoint")["replay_id"] == summary["last_replay_id"] == rows[-1]["replay_id"]
+
+
+@pytest.mark.parametrize("fault", ["cut", "unavailable", "expired session"])
+def test_a_broken_stream_mid_run_ends_with_every_event_once_in_the_lake(
+    fault: str, config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+) -> None:
+    """The stream cut every 25 events, UNAVAILABLE for the next calls, or every session expired while the run
+    reads: the run reconnects after the last replay id and the lake holds each of the 250 events once."""
+    import threading
+    import time
+
+    config = _config(config, emulator_server)
+    ids: list[str] = []
+    for start in range(0, 250, 125):
+        records = [{"attributes": {"type": "Account"}, "Name": f"F{start + i}"} for i in range(125)]
+        ids += [r["id"] for r in sf.post("composite/sobjects", json={"records": records}).json()]
+    stop = threading.Event()
+    if fault == "cut":
+        admin._call("PUT", "pubsub", json={"cut_stream_after_events": 25})
+    elif fault == "unavailable":
+        admin._call("PUT", "pubsub", json={"unavailable_calls": 2})
+    else:
+
+        def expire_mid_run() -> None:  # once the run has read some events, every session expires
+            while not stop.is_set():
+                delivered = {c["channel"]: c["delivered"] for c in admin._call("GET", "pubsub/channels")}
+                if delivered.get(CHANNEL, 0) >= 100:
+                    admin._call("POST", "tokens/expire")
+                    return
+                time.sleep(0.01)
+
+        threading.Thread(target=expire_mid_run, daemon=True).start()
+    try:
+        with SalesforceClient(config) as rest:
+            summary = _engine(config, rest, tmp_path, MemoryStateStore(), batch_size=20, part_events=60).run()
+    finally:
+        stop.set()
+    rows = _rows(tmp_path)
+    assert [r["record_id"] for r in rows] == ids  # in order, none lost, none twice
+    assert summary["events"] == 250
+    if fault != "expired session":
+        assert summary["reconnects"] >= 1
