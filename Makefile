@@ -9,9 +9,9 @@ FLOOR_AIRFLOW ?= 3.1.8
 FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
-BENCHES := bench-emulator bench-query bench-ingest bench-composite bench-events
+BENCHES := bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc
 
-.PHONY: proto install demo airflow bench docs test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events clean
+.PHONY: proto install demo airflow bench docs test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,11 @@ bench-composite: $(STAMP)
 # Change events: delivery to one subscriber against a bare gRPC floor, and CDC's cost on Bulk ingest.
 bench-events: $(STAMP)
 	$(BIN)/python bench/events.py
+
+# Change Data Capture: decoding against bare fastavro, the cost of staying current against Bulk windows, and
+# freshness through an asset watcher under airflow standalone.
+bench-cdc: $(STAMP)
+	$(BIN)/python bench/cdc.py
 
 # The Pub/Sub API's compiled descriptor set, from the .proto (tests/test_pubsub_proto.py checks it is current).
 proto: $(STAMP)
