@@ -9,6 +9,7 @@ FLOOR_AIRFLOW ?= 3.1.8
 FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
+PYTEST_WORKERS ?= -n 2 --dist worksteal
 BENCHES := bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc
 
 .PHONY: proto install demo airflow bench docs test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc clean
@@ -29,7 +30,7 @@ $(FLOOR_STAMP): pyproject.toml
 
 # The test suite against the Airflow floor (lint and types do not depend on the Airflow version).
 test-floor: $(FLOOR_STAMP)
-	$(FLOOR_VENV)/bin/pytest -p no:cacheprovider
+	$(FLOOR_VENV)/bin/pytest -p no:cacheprovider $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,8 +40,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when no test ran; make fails on any non-zero exit, so an empty run fails the target.
+# Two worker processes (pytest-xdist), each with its own emulator, Airflow home and servers: most tests wait on
+# subprocesses and sockets, so two share the machine's 2 cores well (9 min instead of 16 here).
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_WORKERS)
 
 # The docs site, strict: a broken link, nav entry or reference fails the build.
 docs: $(STAMP)
