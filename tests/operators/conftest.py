@@ -88,8 +88,9 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, url: str, **ex
 
 
 @pytest.fixture()
-def conn(monkeypatch: pytest.MonkeyPatch, emulator_url: str, fresh_org: Admin) -> str:
-    return set_connection(monkeypatch, CONN_ID, emulator_url)
+def conn(monkeypatch: pytest.MonkeyPatch, emulator_server: Any, fresh_org: Admin) -> str:
+    """The session emulator's connection, its Pub/Sub API included (as the pytest plugin's connection_to)."""
+    return set_connection(monkeypatch, CONN_ID, emulator_server.url, pubsub_endpoint=emulator_server.grpc_target)
 
 
 @pytest.fixture()
