@@ -63,6 +63,8 @@ HEADER_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("change_origin", pa.string()),
 ]
 SKIPPED = frozenset({"Id", "IsDeleted", "SystemModstamp"})
+#: the Parquet schema metadata key naming a part's kind: b"changes" or b"snapshot"
+PART_KIND = "sfint_part_kind"
 #: the describe keys the columns and their typing use: what the checkpoint keeps of describe
 DESCRIBE_KEYS = ("name", "type", "scale", "precision", "compoundFieldName")
 EPOCH = date(1970, 1, 1)
@@ -364,8 +366,10 @@ class ChangeEventsEngine:
         suffix = "parquet" if self.settings.fmt == "parquet" else "jsonl"
         return _join(self.settings.output, entity, f"part-{part:06d}.{suffix}")
 
-    def _write(self, entity: str, part: int, rows: list[dict[str, Any]]) -> str:
-        schema = self.columns(entity).schema()
+    def _write(self, entity: str, part: int, rows: list[dict[str, Any]], kind: str = "changes") -> str:
+        """Write one part whole; its Parquet schema says what it is (``sfint_part_kind``: ``changes`` or
+        ``snapshot``), so a reader knows an empty snapshot empties the entity."""
+        schema = self.columns(entity).schema().with_metadata({PART_KIND: kind})
         table = pa.Table.from_pylist(rows, schema=schema)
         target = self.part_path(entity, part)
         local = local_path(target)
@@ -430,7 +434,7 @@ class ChangeEventsEngine:
             record_id = record.pop("Id")
             rows.append({**header, "record_id": record_id, **record})
         crash_point("changes.snapshot_read")
-        return self._write(entity, part, rows), len(rows)
+        return self._write(entity, part, rows, "snapshot"), len(rows)
 
     def _commit(
         self, checkpoint: dict[str, Any], part: int, events: list[ChangeEvent], summary: dict[str, Any]
