@@ -25,17 +25,20 @@ ACCOUNTS = os.environ.get("SFINT_DEMO_ACCOUNTS", "2000")
 def main() -> int:
     home = OUT / "airflow-home"
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     emulator_url = f"http://127.0.0.1:{port}"
     emulator = subprocess.Popen(
-        [str(BIN / "sfint-emulator"), "--port", str(port), "--seed", "demo", "--demo-records", ACCOUNTS],
+        [
+            *(str(BIN / "sfint-emulator"), "--port", str(port), "--grpc-port", str(grpc_port)),
+            *("--seed", "demo", "--demo-records", ACCOUNTS),
+        ],
         stdout=(OUT / "emulator.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
     airflow: subprocess.Popen[bytes] | None = None
     try:
         wait_for(f"{emulator_url}/services/data", emulator, "the emulator")
-        env = airflow_env(home, emulator_url)
+        env = airflow_env(home, emulator_url, f"127.0.0.1:{grpc_port}")
         env.pop("SFINT_START_DATE")  # scheduled runs start from the DAGs' own start date
         # Task logs in the UI need INFO (progress, windows, summaries); the demo's quiet WARNING is for its console.
         env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")

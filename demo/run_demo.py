@@ -60,14 +60,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def airflow_env(home: Path, emulator_url: str) -> dict[str, str]:
+def airflow_env(home: Path, emulator_url: str, grpc_target: str | None = None) -> dict[str, str]:
+    """The Airflow environment of the demo; ``grpc_target`` is the emulator's Pub/Sub API (change events)."""
     from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
 
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     connection = {
         "conn_type": "sfint",
         "host": emulator_url,
-        "extra": {"auth_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        "extra": {
+            "auth_type": "client_credentials",
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            **({"pubsub_endpoint": grpc_target} if grpc_target else {}),
+        },
     }
     return {
         **os.environ,
@@ -112,7 +118,7 @@ def main() -> int:
         shutil.rmtree(OUT / stale, ignore_errors=True)
     (OUT / "warehouse.duckdb").unlink(missing_ok=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     emulator_url = f"http://127.0.0.1:{port}"
     records = DEMO_ACCOUNTS * 5
     print(f"starting the Salesforce emulator on {emulator_url} with a demo org of about {records:,} records")
@@ -125,6 +131,8 @@ def main() -> int:
                 str(BIN / "sfint-emulator"),
                 "--port",
                 str(port),
+                "--grpc-port",
+                str(grpc_port),
                 "--seed",
                 "demo",
                 "--demo-records",
@@ -138,7 +146,7 @@ def main() -> int:
         try:
             wait_for(f"{emulator_url}/services/data", emulator, "the emulator")
             httpx.post(f"{emulator_url}/__emulator__/counters/reset", timeout=30)
-            env = airflow_env(home, emulator_url)
+            env = airflow_env(home, emulator_url, f"127.0.0.1:{grpc_port}")
             print("preparing a temporary Airflow home (SQLite)")
             subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
             today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
