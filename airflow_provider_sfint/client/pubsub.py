@@ -52,6 +52,9 @@ PREFIX = "sfdc.platform.eventbus.grpc."
 PRESETS = {"LATEST": pb.LATEST, "EARLIEST": pb.EARLIEST, "CUSTOM": pb.CUSTOM}
 #: reconnections that transient failures (UNAVAILABLE, a cut stream) may cost one subscribe call
 MAX_RECONNECTS = 8
+#: After a reconnection, the first response is awaited at least this long before an idle stop: a stream just
+#: reopened (sign-in, replay from the resume point) says nothing yet about whether the channel is caught up.
+RECONNECT_GRACE = 10.0
 #: gRPC statuses of a broken connection, not of a refused request
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
@@ -316,6 +319,7 @@ class PubSubClient:
         creds = await self.credentials(None)
         refreshed = False
         failures = 0
+        reconnected = False
         while True:
             call = self._method("Subscribe")(metadata=creds.metadata())
             wanted = batch_size if limit is None else min(batch_size, limit - received)
@@ -326,9 +330,11 @@ class PubSubClient:
                 await call.write(first)
                 while True:
                     read = call.read()
-                    response = await (asyncio.wait_for(read, idle_timeout) if idle_timeout else read)
+                    wait = max(idle_timeout, RECONNECT_GRACE) if idle_timeout and reconnected else idle_timeout
+                    response = await (asyncio.wait_for(read, wait) if wait else read)
                     if response is grpc.aio.EOF:
                         raise _StreamEnded()
+                    reconnected = False
                     failures = 0
                     refreshed = False
                     delivered = len(response.events)
@@ -365,7 +371,7 @@ class PubSubClient:
                 call.cancel()
                 if isinstance(exc, grpc.aio.AioRpcError):
                     if exc.code() == grpc.StatusCode.UNAUTHENTICATED and not refreshed:
-                        refreshed = True
+                        refreshed = reconnected = True
                         creds = await self.credentials(creds.generation)
                         continue
                     if exc.code() not in TRANSIENT:
@@ -376,6 +382,7 @@ class PubSubClient:
                         raise _error(exc, f"Subscribe {topic} ({failures} attempts)") from None
                     raise PubSubError(f"Subscribe {topic}: the server kept closing the stream") from None
                 self.reconnects += 1
+                reconnected = True
                 log.info("Pub/Sub stream on %s broke (%s); reconnecting after the last replay id", topic, exc)
                 await asyncio.sleep(_backoff(failures - 1))
             except BaseException:

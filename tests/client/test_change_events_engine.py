@@ -36,7 +36,8 @@ def _config(config: ClientConfig, server: EmulatorServer) -> ClientConfig:
 
 
 def _engine(config: ClientConfig, rest: SalesforceClient, output: Path, store: Any, **kw: Any) -> ChangeEventsEngine:
-    settings = ChangeSettings(channel=kw.pop("channel", CHANNEL), output=str(output), idle_seconds=1.0, **kw)
+    idle = kw.pop("idle_seconds", 1.0)
+    settings = ChangeSettings(channel=kw.pop("channel", CHANNEL), output=str(output), idle_seconds=idle, **kw)
     return ChangeEventsEngine(rest, lambda: PubSubClient.for_config(Transport(config)), settings, store)
 
 
@@ -359,7 +360,9 @@ def test_a_broken_stream_mid_run_ends_with_every_event_once_in_the_lake(
         threading.Thread(target=expire_mid_run, daemon=True).start()
     try:
         with SalesforceClient(config) as rest:
-            summary = _engine(config, rest, tmp_path, MemoryStateStore(), batch_size=20, part_events=60).run()
+            # idle_seconds: "caught up" is an idle gap; a starved CI machine must not read a slow reconnection as one
+            store = MemoryStateStore()
+            summary = _engine(config, rest, tmp_path, store, batch_size=20, part_events=60, idle_seconds=4.0).run()
     finally:
         stop.set()
     rows = _rows(tmp_path)
