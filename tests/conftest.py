@@ -58,9 +58,12 @@ def admin(emulator_url: str) -> Iterator[Admin]:
 
 @pytest.fixture()
 def fresh_org(admin: Admin) -> Iterator[Admin]:
-    """Reset the shared org to the seeded demo state, with no faults, before and after the test."""
+    """Reset the shared org to the seeded demo state, with no faults and the real time, before and after the test
+    (a reset keeps the clock: a test that moved it must not leave the next one in the future)."""
+    admin._call("PUT", "clock", json={"offset_seconds": 0})
     admin.reset(seed="demo", records=DEMO_RECORDS)
     yield admin
+    admin._call("PUT", "clock", json={"offset_seconds": 0})
     admin.reset(seed="demo", records=DEMO_RECORDS)
 
 

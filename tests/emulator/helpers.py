@@ -99,6 +99,9 @@ class SalesforceHttp:
     def patch(self, rest: str, **kw: Any) -> httpx.Response:
         return self.http.patch(self.path(rest), **kw)
 
+    def put(self, rest: str, **kw: Any) -> httpx.Response:
+        return self.http.put(self.path(rest), **kw)
+
     def delete(self, rest: str, **kw: Any) -> httpx.Response:
         return self.http.delete(self.path(rest), **kw)
 
