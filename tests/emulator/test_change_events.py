@@ -7,30 +7,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from airflow_provider_sfint import pubsub_proto as pb
-from airflow_provider_sfint.emulator import EmulatorServer
 
 from .helpers import Admin, SalesforceHttp
 from .pubsub_client import PubSubTestClient, Stream
 from .test_bulk import _ingest
 
 ALL = "/data/ChangeEvents"
-
-
-@pytest.fixture()
-def bus(emulator_server: EmulatorServer, fresh_org: Admin) -> Iterator[PubSubTestClient]:
-    client = PubSubTestClient(
-        emulator_server.grpc_target, fresh_org.token(), emulator_server.url, emulator_server.emulator.org_id
-    )
-    client.admin = fresh_org  # type: ignore[attr-defined]
-    yield client
-    client.close()
 
 
 def _listen(bus: PubSubTestClient, topic: str = ALL) -> Stream:

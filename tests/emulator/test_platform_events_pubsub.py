@@ -13,22 +13,12 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from airflow_provider_sfint import pubsub_proto as pb
-from airflow_provider_sfint.emulator import EmulatorServer
 
 from .helpers import Admin, SalesforceHttp
 from .pubsub_client import PubSubTestClient
 from .test_bulk import _ingest
 
 TOPIC = "/event/Warehouse_Sync__e"
-
-
-@pytest.fixture()
-def bus(emulator_server: EmulatorServer, fresh_org: Admin) -> Iterator[PubSubTestClient]:
-    client = PubSubTestClient(
-        emulator_server.grpc_target, fresh_org.token(), emulator_server.url, emulator_server.emulator.org_id
-    )
-    yield client
-    client.close()
 
 
 def _event(run_id: str, status: str = "ok") -> dict[str, Any]:

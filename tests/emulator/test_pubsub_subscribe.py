@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import queue
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -22,16 +21,6 @@ from .pubsub_client import PubSubTestClient, Stream
 
 TOPIC = "/data/AccountChangeEvent"
 PREFIX = "sfdc.platform.eventbus.grpc"
-
-
-@pytest.fixture()
-def bus(emulator_server: EmulatorServer, fresh_org: Admin) -> Iterator[PubSubTestClient]:
-    client = PubSubTestClient(
-        emulator_server.grpc_target, fresh_org.token(), emulator_server.url, emulator_server.emulator.org_id
-    )
-    yield client
-    client.close()
-    fresh_org._call("PUT", "clock", json={"offset_seconds": 0})
 
 
 def _error_code(error: grpc.RpcError | None) -> str:

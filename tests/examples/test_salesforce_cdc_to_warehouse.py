@@ -75,6 +75,14 @@ def _differences(got: dict[str, Any], want: dict[str, Any]) -> list[Any]:
     return out
 
 
+def _after_the_main_job(example: Any) -> Any:
+    """The main job's first scheduled run (the Bulk-loaded warehouse), then the event-driven DAG, loaded."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    main = example("salesforce_to_warehouse", SFINT_START_DATE=(today - timedelta(days=1)).date().isoformat())
+    assert {t.state for t in main.test(logical_date=today).get_task_instances()} == {"success"}
+    return example(NAME, SFINT_CDC_IDLE="1")
+
+
 def test_the_example_reads_the_main_jobs_columns() -> None:
     assert _columns() == _main_job_columns()
 
@@ -82,10 +90,7 @@ def test_the_example_reads_the_main_jobs_columns() -> None:
 def test_change_events_keep_the_warehouse_equal_to_the_org(
     example: Any, org: Admin, conn: str, tmp_path: Path, emulator_url: str
 ) -> None:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    main = example("salesforce_to_warehouse", SFINT_START_DATE=(today - timedelta(days=1)).date().isoformat())
-    assert {t.state for t in main.test(logical_date=today).get_task_instances()} == {"success"}
-    cdc = example(NAME, SFINT_CDC_IDLE="1")
+    cdc = _after_the_main_job(example)
     columns = _columns()
     warehouse = tmp_path / "warehouse.duckdb"
 
@@ -192,10 +197,7 @@ def test_a_seeded_workload_of_20000_changes_keeps_the_warehouse_equal_to_bulk(
     import random
 
     rng = random.Random(16)
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    main = example("salesforce_to_warehouse", SFINT_START_DATE=(today - timedelta(days=1)).date().isoformat())
-    assert {t.state for t in main.test(logical_date=today).get_task_instances()} == {"success"}
-    cdc = example(NAME, SFINT_CDC_IDLE="1")
+    cdc = _after_the_main_job(example)
     columns = _columns()
     warehouse = tmp_path / "warehouse.duckdb"
     changes = 0
