@@ -11,7 +11,8 @@ on ``/data/ChangeEvents``, and each run
    commit number and sequence: creates, undeletes, gap rows and snapshots as whole rows, updates field by
    field (only the changed fields are written; nulled fields become null), deletes remove the row. A snapshot
    part replaces the entity's rows. Each part is applied once: the warehouse records it in the same
-   transaction (``_sfint_applied_parts``), so a retry or a second run never applies a part twice.
+   transaction (``_sfint_applied_parts``), so a retry or a second run never applies a part twice. The run's
+   summary is also written to ``$SFINT_LAKE/_runs/cdc_latest.json``.
 
 Settings (environment, read when the DAG is parsed): ``SFINT_LAKE``, ``SFINT_WAREHOUSE``, ``SFINT_CONN_ID`` as
 in the main job; ``SFINT_CDC_MIN_INTERVAL`` (seconds between two runs started by events, default 30);
@@ -21,6 +22,7 @@ in the main job; ``SFINT_CDC_MIN_INTERVAL`` (seconds between two runs started by
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import UTC, datetime, timedelta
@@ -205,6 +207,19 @@ with DAG(
                     totals.setdefault(entity, {}).setdefault(k, 0)
                     totals[entity][k] += v
             rows_now = {e: _count(db, e.lower()) for e in totals}
-        return {"events": summary["events"], "parts_applied": applied, "changes": totals, "warehouse_rows": rows_now}
+        result = {
+            "events": summary["events"],
+            "rows": summary["rows"],
+            "snapshots": summary["snapshots"],
+            "gaps_healed": summary["gaps_healed"],
+            "api_calls": summary.get("api_calls", 0),
+            "parts_applied": applied,
+            "changes": totals,
+            "warehouse_rows": rows_now,
+        }
+        target = ObjectStoragePath(f"{LAKE}/_runs/cdc_latest.json")  # the run's summary next to the data
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result, default=str, indent=2))
+        return result
 
     apply(read.output)

@@ -2,7 +2,9 @@
 
 Starts the bundled emulator with a seeded demo org (about 200,000 records), runs the
 ``salesforce_to_warehouse`` example DAG once with ``airflow dags test`` in a temporary SQLite
-AIRFLOW_HOME, prints what it did, and stops everything it started. The lake (Parquet) and the DuckDB
+AIRFLOW_HOME and prints what it did; then the event half (``event_half.py``): the event-driven
+``salesforce_cdc_to_warehouse`` DAG under ``airflow standalone``, started by changes made in the emulator.
+Stops everything it started. The lake (Parquet) and the DuckDB
 warehouse are kept in ``.demo/`` for you to explore; each run starts from a clean one.
 """
 
@@ -28,6 +30,8 @@ BIN = Path(sys.executable).parent
 OUT = ROOT / ".demo"
 DEMO_ACCOUNTS = int(os.environ.get("SFINT_DEMO_ACCOUNTS", "40000"))  # x5 records across objects
 DAG_ID = "salesforce_to_warehouse"
+#: the event half (the event-driven DAG under a real scheduler and triggerer); SFINT_DEMO_EVENTS=0 skips it
+EVENTS = os.environ.get("SFINT_DEMO_EVENTS", "1") != "0"
 
 
 def free_port() -> int:
@@ -171,11 +175,18 @@ def main() -> int:
                 return 1
             counters = httpx.get(f"{emulator_url}/__emulator__/counters", timeout=30).json()
             run = json.loads(report.read_text())
+            print(summary_table(run, counters, time.monotonic() - started))
+            if EVENTS:
+                from event_half import report as event_report
+                from event_half import run_event_half
+
+                events = run_event_half(emulator_url, env, OUT, Path(tmp) / "events")
+                print(event_report(events))
         finally:
             stop(emulator)
             emulator_log.close()
-    print(summary_table(run, counters, time.monotonic() - started))
-    print(f"\nlogs: {OUT / 'airflow-dags-test.log'}, {OUT / 'emulator.log'}")
+    print(f"\nwall time, both halves        {time.monotonic() - started:.1f} s")
+    print(f"logs: {OUT / 'airflow-dags-test.log'}, {OUT / 'emulator.log'}")
     return 0
 
 
