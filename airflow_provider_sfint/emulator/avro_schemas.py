@@ -24,7 +24,6 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -49,7 +48,6 @@ PERSON_OBJECTS = frozenset({"Contact", "Lead", "User"})
 PERSON_NAME_PARTS = ("Salutation", "FirstName", "LastName")
 ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country", "Latitude", "Longitude", "GeocodeAccuracy")
 ADDRESS_PREFIXES = ("Billing", "Shipping", "Mailing", "Other", "")
-EPOCH = date(1970, 1, 1)
 
 
 def _header_schema() -> dict[str, Any]:

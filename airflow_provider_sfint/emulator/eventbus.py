@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Final
 from .avro_fast import NULL, long_bytes, string_bytes, strings_bytes
 from .avro_schemas import CHANGE_TYPES, ObjectSchema, SchemaRegistry, stored_to_avro
 from .clock import Clock
-from .ids import make_id
 from .model import ObjectDef
 
 if TYPE_CHECKING:
@@ -514,9 +513,6 @@ class EventBus:
                 raise ValueError(f"Required fields are missing: [{f.name}]")
         values = {k: v for k, v in values.items() if k not in ("CreatedDate", "CreatedById", "EventUuid")}
         return self.publish(obj, values, user)
-
-    def rest_publish_id(self, position: int) -> str:
-        return make_id("e01", position)
 
     # --- reading ------------------------------------------------------------------------------------
 
