@@ -28,7 +28,7 @@ os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = "sfint-tests-only-" + "0123456789a
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 
-from airflow_provider_sfint.emulator import Emulator, EmulatorServer  # noqa: E402
+from airflow_provider_sfint.emulator import EmulatorProcess  # noqa: E402
 
 from .emulator.helpers import Admin, SalesforceHttp  # noqa: E402
 
@@ -37,16 +37,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "r
 
 
 @pytest.fixture(scope="session")
-def emulator_server() -> Iterator[EmulatorServer]:
-    """One emulator over plain HTTP on a free loopback port for the whole session."""
-    server = EmulatorServer(Emulator(seed="demo", demo_records=DEMO_RECORDS))
-    with server:
+def emulator_server() -> Iterator[EmulatorProcess]:
+    """One emulator over plain HTTP on a free loopback port for the whole session, in its own process: tests
+    hand tasks to Airflow's LocalExecutor, which forks its workers from this process, and a gRPC server's
+    threads here made a forked worker abort ("Fatal Python error: Aborted") and the run hang."""
+    with EmulatorProcess(seed="demo", demo_records=DEMO_RECORDS) as server:
         yield server
-    server.emulator.close()
 
 
 @pytest.fixture(scope="session")
-def emulator_url(emulator_server: EmulatorServer) -> str:
+def emulator_url(emulator_server: EmulatorProcess) -> str:
     return emulator_server.url
 
 
@@ -75,13 +75,11 @@ def sf(emulator_url: str, fresh_org: Admin) -> Iterator[SalesforceHttp]:
 
 
 @pytest.fixture(scope="session")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    server = EmulatorServer(
-        Emulator(seed="demo", demo_records=DEMO_RECORDS), tls=True, cert_dir=tmp_path_factory.mktemp("tls")
-    )
-    with server:
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    with EmulatorProcess(
+        seed="demo", demo_records=DEMO_RECORDS, tls=True, cert_dir=tmp_path_factory.mktemp("tls")
+    ) as server:
         yield server
-    server.emulator.close()
 
 
 @pytest.fixture(scope="session")

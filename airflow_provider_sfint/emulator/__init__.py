@@ -6,6 +6,14 @@ test with :class:`EmulatorServer`.
 """
 
 from .app import ADMIN_USERNAME, CLIENT_ID, CLIENT_SECRET, DEFAULT_REFRESH_TOKEN, Emulator
-from .server import EmulatorServer
+from .server import EmulatorProcess, EmulatorServer
 
-__all__ = ["ADMIN_USERNAME", "CLIENT_ID", "CLIENT_SECRET", "DEFAULT_REFRESH_TOKEN", "Emulator", "EmulatorServer"]
+__all__ = [
+    "ADMIN_USERNAME",
+    "CLIENT_ID",
+    "CLIENT_SECRET",
+    "DEFAULT_REFRESH_TOKEN",
+    "Emulator",
+    "EmulatorProcess",
+    "EmulatorServer",
+]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import socket
 from pathlib import Path
 
 from .app import ADMIN_PASSWORD, ADMIN_USERNAME, CLIENT_ID, CLIENT_SECRET, DEFAULT_REFRESH_TOKEN, Emulator
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--enable-password-flow", action="store_true", help="allow the username-password flow")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="once listening, write the URL, gRPC port, certificate and org id here as JSON (for launchers)",
+    )
     return parser
 
 
@@ -95,26 +102,37 @@ def main(argv: list[str] | None = None) -> None:
         scheme = "https"
         credentials = grpc_credentials(cert, key)
         print(f"TLS certificate: {cert}", flush=True)
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))  # bound here, so --port 0 serves on a free port and prints it
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"{scheme}://{host}:{sock.getsockname()[1]}"
     pubsub = PubSubServer(emulator, args.host, args.grpc_port, credentials)
     pubsub.start()
     print(
-        f"sfint emulator serving {scheme}://{args.host}:{args.port} and the Pub/Sub API (gRPC"
-        f"{', TLS' if args.tls else ', plaintext'}) on {args.host}:{pubsub.port} (client id {CLIENT_ID}, "
+        f"sfint emulator serving {url} and the Pub/Sub API (gRPC"
+        f"{', TLS' if args.tls else ', plaintext'}) on {host}:{pubsub.port} (client id {CLIENT_ID}, "
         f"user {ADMIN_USERNAME}); Ctrl-C to stop",
         flush=True,
     )
+    config = uvicorn.Config(
+        emulator.app,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=ssl.get("ssl_certfile"),
+        ssl_keyfile=ssl.get("ssl_keyfile"),
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
+    server = uvicorn.Server(config)
+    if args.ready_file:
+        sock.listen(2048)  # connections made from now on wait in the backlog until uvicorn accepts them
+        ready = {"url": url, "grpc_port": pubsub.port, "cert_path": ssl.get("ssl_certfile"), "org_id": emulator.org_id}
+        partial = Path(args.ready_file).with_suffix(".partial")
+        partial.write_text(json.dumps(ready))
+        partial.replace(args.ready_file)
     try:
-        uvicorn.run(
-            emulator.app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            access_log=False,
-            lifespan="off",
-            ssl_certfile=ssl.get("ssl_certfile"),
-            ssl_keyfile=ssl.get("ssl_keyfile"),
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        )
+        server.run(sockets=[sock])
     finally:
         pubsub.stop()
         emulator.close()

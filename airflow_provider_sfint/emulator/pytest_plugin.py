@@ -30,7 +30,7 @@ import pytest
 try:
     import httpx
 
-    from . import ADMIN_USERNAME, CLIENT_ID, CLIENT_SECRET, Emulator, EmulatorServer
+    from . import ADMIN_USERNAME, CLIENT_ID, CLIENT_SECRET, EmulatorProcess, EmulatorServer
     from .schema import load_org
 except ImportError:  # the emulator extra is not installed: the plugin stays out of the way
     ENABLED = False
@@ -43,7 +43,7 @@ DEFAULT_RECORDS = 200
 class EmulatedOrg:
     """The emulated org of a test: its admin API (``/__emulator__``), in the terms a DAG test needs."""
 
-    def __init__(self, server: EmulatorServer, seed: str, records: int) -> None:
+    def __init__(self, server: EmulatorServer | EmulatorProcess, seed: str, records: int) -> None:
         self.server = server
         self.url = server.url
         self.grpc_target = server.grpc_target  # the Pub/Sub API (gRPC), host:port
@@ -131,7 +131,7 @@ class EmulatedOrg:
         self.http.close()
 
 
-def connection_to(server: EmulatorServer, **extra: Any) -> dict[str, Any]:
+def connection_to(server: EmulatorServer | EmulatorProcess, **extra: Any) -> dict[str, Any]:
     """An Airflow connection to ``server`` (as the JSON of ``AIRFLOW_CONN_<ID>``) signing in with client
     credentials; over TLS it trusts the emulator's own certificate, and nothing else, for that host."""
     settings: dict[str, Any] = {"auth_type": "client_credentials", "client_id": CLIENT_ID}
@@ -160,25 +160,27 @@ def _option(config: pytest.Config, name: str, default: Any) -> Any:
     return value if value not in (None, "", []) else default
 
 
-def _server(config: pytest.Config, tls: bool, cert_dir: Path) -> EmulatorServer:
+def _server(config: pytest.Config, tls: bool, cert_dir: Path) -> EmulatorProcess:
+    """The emulator in its own process: DAG tests hand tasks to a LocalExecutor that forks its workers from the
+    test process, and a gRPC server's threads do not survive a fork."""
     org_file = _option(config, "org", None)
     if org_file is not None and not Path(org_file).is_file():
         raise pytest.UsageError(f"--sfint-org / sfint_org: {org_file!r} is not a file (an org definition YAML)")
-    emulator = Emulator(
-        org=load_org(org_file) if org_file else None,
+    load_org(org_file)  # a broken definition fails here, with its own message, not as a silent start-up failure
+    return EmulatorProcess(
         seed=str(_option(config, "seed", "demo")),
         demo_records=int(_option(config, "records", DEFAULT_RECORDS)),
+        tls=tls,
+        cert_dir=cert_dir if tls else None,
+        org=org_file,
     )
-    return EmulatorServer(emulator, tls=tls, cert_dir=cert_dir if tls else None)
 
 
 if ENABLED:
 
     def _serving(config: pytest.Config, tls: bool, factory: pytest.TempPathFactory) -> Iterator[Any]:
-        server = _server(config, tls, factory.mktemp("sfint-tls" if tls else "sfint"))
-        with server:
+        with _server(config, tls, factory.mktemp("sfint-tls" if tls else "sfint")) as server:
             yield server
-        server.emulator.close()
 
     @pytest.fixture(scope="session")
     def sfint_emulator(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:

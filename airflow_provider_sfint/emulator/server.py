@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import logging
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -124,6 +129,11 @@ class EmulatorServer:
         return f"{host}:{self.grpc_port}"
 
     @property
+    def org_id(self) -> str:
+        """The emulated org's id (the ``tenantid`` of Pub/Sub calls)."""
+        return self.emulator.org_id
+
+    @property
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -151,6 +161,97 @@ class EmulatorServer:
         self._sock.close()
 
     def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class EmulatorProcess:
+    """An emulator in its own process (``python -m airflow_provider_sfint.emulator``), with the surface of
+    :class:`EmulatorServer` (``url``, ``grpc_port``, ``grpc_target``, ``cert_path``, ``org_id``).
+
+    ::
+
+        with EmulatorProcess(seed="demo", demo_records=200) as server:
+            print(server.url, server.grpc_target)
+
+    Use it where the process that starts the emulator forks: Airflow's LocalExecutor forks its workers, and
+    gRPC's server threads do not survive a fork (a forked child can abort or hang). Driven over its HTTP
+    admin API (``/__emulator__``) only.
+    """
+
+    def __init__(
+        self,
+        seed: str = "demo",
+        demo_records: int | None = None,
+        tls: bool = False,
+        cert_dir: str | Path | None = None,
+        org: str | Path | None = None,
+        host: str = "127.0.0.1",
+        grpc_port: int = 0,
+        log_level: str = "warning",
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.host = host
+        self.tls = tls
+        self._workdir = Path(tempfile.mkdtemp(prefix="sfint-emulator-"))
+        self._ready = self._workdir / "ready.json"
+        args = ["--host", host, "--port", "0", "--grpc-port", str(grpc_port), "--seed", seed]
+        args += ["--log-level", log_level, "--ready-file", str(self._ready)]
+        args += ["--db", str(self._workdir / "org.sqlite")]
+        if demo_records is not None:
+            args += ["--demo-records", str(demo_records)]
+        if tls:
+            args += ["--tls", "--cert-dir", str(cert_dir or self._workdir)]
+        if org is not None:
+            args += ["--org", str(org)]
+        self._args = args
+        self._timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.grpc_port = 0
+        self.cert_path: Path | None = None
+        self.org_id = ""
+
+    @property
+    def grpc_target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.grpc_port}"
+
+    def start(self) -> EmulatorProcess:
+        log = (self._workdir / "emulator.log").open("wb")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow_provider_sfint.emulator", *self._args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + self._timeout
+        while not self._ready.exists():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                output = (self._workdir / "emulator.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the emulator process did not start within {self._timeout:.0f} s:\n{output}")
+            time.sleep(0.05)
+        ready = json.loads(self._ready.read_text())
+        self.url, self.grpc_port, self.org_id = ready["url"], ready["grpc_port"], ready["org_id"]
+        self.cert_path = Path(ready["cert_path"]) if ready["cert_path"] else None
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> EmulatorProcess:
         return self.start()
 
     def __exit__(

@@ -20,7 +20,7 @@ import pytest
 from airflow_provider_sfint.client import ClientConfig, SalesforceClient
 from airflow_provider_sfint.client.pubsub import PubSubClient
 from airflow_provider_sfint.client.transport import Transport
-from airflow_provider_sfint.emulator import EmulatorServer
+from airflow_provider_sfint.emulator import EmulatorProcess
 from airflow_provider_sfint.engines.changes import ChangeEventsEngine, ChangeSettings, ResyncNeeded
 from airflow_provider_sfint.engines.state import MemoryStateStore
 
@@ -29,7 +29,7 @@ from ..emulator.helpers import Admin, SalesforceHttp
 CHANNEL = "/data/AccountChangeEvent"
 
 
-def _config(config: ClientConfig, server: EmulatorServer) -> ClientConfig:
+def _config(config: ClientConfig, server: EmulatorProcess) -> ClientConfig:
     import dataclasses
 
     return dataclasses.replace(config, pubsub_endpoint=server.grpc_target)
@@ -66,7 +66,7 @@ def _apply(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_parts_checkpoint_and_the_table_equals_the_store(
-    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+    config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, admin: Admin, tmp_path: Path
 ) -> None:
     config = _config(config, emulator_server)
     store = MemoryStateStore()
@@ -102,7 +102,7 @@ def test_parts_checkpoint_and_the_table_equals_the_store(
 
 
 def test_gap_events_are_healed_with_current_values(
-    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+    config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, admin: Admin, tmp_path: Path
 ) -> None:
     config = _config(config, emulator_server)
     kept, gone = admin.load("Account", [{"Name": "Written straight"}, {"Name": "Deleted straight"}])
@@ -117,7 +117,7 @@ def test_gap_events_are_healed_with_current_values(
 
 
 def test_an_overflow_without_resync_commits_what_came_before_and_asks_for_a_snapshot(
-    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+    config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, admin: Admin, tmp_path: Path
 ) -> None:
     config = _config(config, emulator_server)
     sf.post("sobjects/Account", json={"Name": "Before"})
@@ -163,7 +163,7 @@ def _apply_changes_onto(table: dict[str, dict[str, Any]], rows: list[dict[str, A
 
 @pytest.mark.parametrize("case", ["overflow", "expired checkpoint", "initial snapshot"])
 def test_snapshots_heal_overflow_expiry_and_start_with_no_hole(
-    case: str, config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+    case: str, config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, admin: Admin, tmp_path: Path
 ) -> None:
     """Snapshot plus the stream equals the store, row by row."""
     config = _config(config, emulator_server)
@@ -231,7 +231,7 @@ CRASH_POINTS = [
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_killed_anywhere_every_event_exactly_once(
-    point: str, config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, tmp_path: Path
+    point: str, config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, tmp_path: Path
 ) -> None:
     config = _config(config, emulator_server)
     records = [{"attributes": {"type": "Account"}, "Name": f"K{i}"} for i in range(30)]
@@ -264,7 +264,7 @@ def test_killed_anywhere_every_event_exactly_once(
 
 
 def test_a_field_added_mid_run_becomes_a_new_column(
-    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+    config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, admin: Admin, tmp_path: Path
 ) -> None:
     config = _config(config, emulator_server)
     first = sf.post("sobjects/Account", json={"Name": "Old schema"}).json()["id"]
@@ -282,7 +282,7 @@ def test_a_field_added_mid_run_becomes_a_new_column(
 
 
 def test_describe_is_read_once_per_event_schema(
-    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+    config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, admin: Admin, tmp_path: Path
 ) -> None:
     """A sync whose events carry the schema id of the last run's needs no REST call: the describe it typed the
     columns from is kept in the checkpoint per schema id. A new field (a new schema id) reads describe again."""
@@ -307,7 +307,7 @@ def test_describe_is_read_once_per_event_schema(
 
 
 def test_a_long_backlog_is_committed_every_part_events(
-    config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, tmp_path: Path
+    config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, tmp_path: Path
 ) -> None:
     """A run far behind holds at most part_events events: it commits a part and moves the checkpoint every
     part_events, is charged for exactly the events it read, and max_events still caps the run."""
@@ -330,7 +330,7 @@ def test_a_long_backlog_is_committed_every_part_events(
 
 @pytest.mark.parametrize("fault", ["cut", "unavailable", "expired session"])
 def test_a_broken_stream_mid_run_ends_with_every_event_once_in_the_lake(
-    fault: str, config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin, tmp_path: Path
+    fault: str, config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, admin: Admin, tmp_path: Path
 ) -> None:
     """The stream cut every 25 events, UNAVAILABLE for the next calls, or every session expired while the run
     reads: the run reconnects after the last replay id and the lake holds each of the 250 events once."""

@@ -26,7 +26,7 @@ from airflow_provider_sfint.client.errors import (
 )
 from airflow_provider_sfint.client.pubsub import FetchBatch, PubSubClient
 from airflow_provider_sfint.client.transport import Transport
-from airflow_provider_sfint.emulator import EmulatorServer
+from airflow_provider_sfint.emulator import EmulatorProcess
 
 from ..emulator.helpers import Admin, SalesforceHttp
 
@@ -40,7 +40,7 @@ def transport(config: ClientConfig) -> Iterator[Transport]:
     t.close()
 
 
-def _client(transport: Transport, server: EmulatorServer) -> PubSubClient:
+def _client(transport: Transport, server: EmulatorProcess) -> PubSubClient:
     return PubSubClient.for_transport(transport, server.grpc_target, plaintext=True)
 
 
@@ -64,7 +64,7 @@ def _accounts(sf: SalesforceHttp, n: int, prefix: str = "A") -> list[str]:
 
 
 def test_subscribe_decodes_and_stops_when_idle(
-    transport: Transport, emulator_server: EmulatorServer, sf: SalesforceHttp
+    transport: Transport, emulator_server: EmulatorProcess, sf: SalesforceHttp
 ) -> None:
     ids = _accounts(sf, 3)
     sf.patch(f"sobjects/Account/{ids[0]}", json={"BillingCity": "Oslo", "Description": None, "Phone": "1"})
@@ -94,7 +94,7 @@ def test_subscribe_decodes_and_stops_when_idle(
 
 @pytest.mark.parametrize("fault", ["cut", "unavailable", "expired session"])
 def test_reconnects_with_every_event_exactly_once(
-    fault: str, transport: Transport, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin
+    fault: str, transport: Transport, emulator_server: EmulatorProcess, sf: SalesforceHttp, admin: Admin
 ) -> None:
     ids = _accounts(sf, 350)
 
@@ -122,7 +122,7 @@ def test_reconnects_with_every_event_exactly_once(
         assert reconnects >= 1
 
 
-def test_typed_errors(config: ClientConfig, emulator_server: EmulatorServer, sf: SalesforceHttp, admin: Admin) -> None:
+def test_typed_errors(config: ClientConfig, emulator_server: EmulatorProcess, sf: SalesforceHttp, admin: Admin) -> None:
     _accounts(sf, 2)
 
     async def first_id() -> bytes:
@@ -167,7 +167,7 @@ def test_plaintext_only_to_loopback_and_tls_always_verified(transport: Transport
         PubSubClient.for_transport(transport, "api.pubsub.salesforce.com:7443", verify=False)
 
 
-def test_tls_to_the_emulator_with_its_certificate(tls_server: EmulatorServer) -> None:
+def test_tls_to_the_emulator_with_its_certificate(tls_server: EmulatorProcess) -> None:
     from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
 
     assert tls_server.cert_path is not None
@@ -195,7 +195,7 @@ def test_tls_to_the_emulator_with_its_certificate(tls_server: EmulatorServer) ->
 
 
 def test_publish_through_pubsub_reaches_a_subscriber(
-    transport: Transport, emulator_server: EmulatorServer, admin: Admin
+    transport: Transport, emulator_server: EmulatorProcess, admin: Admin
 ) -> None:
     topic = "/event/Warehouse_Sync__e"
 

@@ -13,11 +13,11 @@ import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceMalformedRequest
 
-from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET, EmulatorServer
+from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET, EmulatorProcess
 
 
 @pytest.fixture(scope="module")
-def ssf(tls_server: EmulatorServer) -> Iterator[Salesforce]:
+def ssf(tls_server: EmulatorProcess) -> Iterator[Salesforce]:
     """simple-salesforce with a session id and instance URL from the emulator's token endpoint."""
     assert tls_server.cert_path is not None
     token = httpx.post(
@@ -37,7 +37,7 @@ def ssf(tls_server: EmulatorServer) -> Iterator[Salesforce]:
     session.close()
 
 
-def test_query_all_follows_several_pages(ssf: Salesforce, tls_server: EmulatorServer) -> None:
+def test_query_all_follows_several_pages(ssf: Salesforce, tls_server: EmulatorProcess) -> None:
     httpx.post(
         f"{tls_server.url}/__emulator__/seed",
         verify=str(tls_server.cert_path),
@@ -118,7 +118,7 @@ def test_collections_and_composite_through_restful(ssf: Salesforce) -> None:
     assert composite["compositeResponse"][1]["body"]["Name"] == "C"
 
 
-def test_limits_and_expired_session(ssf: Salesforce, tls_server: EmulatorServer) -> None:
+def test_limits_and_expired_session(ssf: Salesforce, tls_server: EmulatorProcess) -> None:
     limits = ssf.limits()
     assert limits["DailyApiRequests"]["Max"] >= limits["DailyApiRequests"]["Remaining"]
     assert ssf.api_usage["api-usage"].used >= 1
@@ -127,11 +127,11 @@ def test_limits_and_expired_session(ssf: Salesforce, tls_server: EmulatorServer)
         stale.query("SELECT Id FROM Account")
 
 
-def _admin(tls_server: EmulatorServer) -> httpx.Client:
+def _admin(tls_server: EmulatorProcess) -> httpx.Client:
     return httpx.Client(base_url=tls_server.url, verify=str(tls_server.cert_path), timeout=60)
 
 
-def test_bulk2_query_and_download(ssf: Salesforce, tls_server: EmulatorServer, tmp_path: Path) -> None:
+def test_bulk2_query_and_download(ssf: Salesforce, tls_server: EmulatorProcess, tmp_path: Path) -> None:
     with _admin(tls_server) as admin:
         stored = [r for r in admin.get("/__emulator__/records/Contact").json() if not r["IsDeleted"]]
     soql = "SELECT Id, LastName, Email FROM Contact"
@@ -146,7 +146,7 @@ def test_bulk2_query_and_download(ssf: Salesforce, tls_server: EmulatorServer, t
     assert sum(r["number_of_records"] for r in results) == len(stored)
 
 
-def test_bulk2_insert_upsert_and_results(ssf: Salesforce, tls_server: EmulatorServer, tmp_path: Path) -> None:
+def test_bulk2_insert_upsert_and_results(ssf: Salesforce, tls_server: EmulatorProcess, tmp_path: Path) -> None:
     records = [{"Name": f"ssf bulk {i}", "External_Id__c": f"SSFB-{i}", "Description": 'a,"b"\nc'} for i in range(50)]
     (inserted,) = ssf.bulk2.Account.insert(records=records, wait=1)
     assert inserted["numberRecordsProcessed"] == 50 and inserted["numberRecordsFailed"] == 0

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from airflow_provider_sfint import pubsub_proto as pb
-from airflow_provider_sfint.emulator import EmulatorServer
+from airflow_provider_sfint.emulator import EmulatorProcess
 
 from .helpers import Admin, SalesforceHttp
 from .pubsub_client import PubSubTestClient, Stream
@@ -53,10 +53,10 @@ def _ids(client: PubSubTestClient, events: list[Any]) -> list[str]:
     return [rid for e in events for rid in client.decode(e)["ChangeEventHeader"]["recordIds"]]
 
 
-def test_topic_and_schema(bus: PubSubTestClient, emulator_server: EmulatorServer) -> None:
+def test_topic_and_schema(bus: PubSubTestClient, emulator_server: EmulatorProcess) -> None:
     info = bus.topic(TOPIC)
     assert info.topic_name == TOPIC and info.can_subscribe and not info.can_publish
-    assert info.tenant_guid == emulator_server.emulator.org_id and info.rpc_id
+    assert info.tenant_guid == emulator_server.org_id and info.rpc_id
     schema = bus.schema(info.schema_id)
     assert schema["name"] == "AccountChangeEvent" and schema["namespace"] == "com.sforce.eventbus"
     header = schema["fields"][0]
@@ -219,8 +219,8 @@ def test_replay_ids_expire_after_72_hours_and_corrupted_ones_fail(
     fresh.close()
 
 
-def test_authentication(bus: PubSubTestClient, emulator_server: EmulatorServer, admin: Admin) -> None:
-    url, org = emulator_server.url, emulator_server.emulator.org_id
+def test_authentication(bus: PubSubTestClient, emulator_server: EmulatorProcess, admin: Admin) -> None:
+    url, org = emulator_server.url, emulator_server.org_id
     token = admin.token()
     cases = {
         "missing": ([("instanceurl", url), ("tenantid", org)], "auth.headers.invalid"),
@@ -325,7 +325,7 @@ def test_delayed_delivery(bus: PubSubTestClient, sf: SalesforceHttp, admin: Admi
     stream.close()
 
 
-def test_tls_uses_the_https_certificate(tls_server: EmulatorServer) -> None:
+def test_tls_uses_the_https_certificate(tls_server: EmulatorProcess) -> None:
     assert tls_server.cert_path is not None
     with Admin(tls_server.url, verify=str(tls_server.cert_path)) as admin:
         token = admin.token()
@@ -333,12 +333,12 @@ def test_tls_uses_the_https_certificate(tls_server: EmulatorServer) -> None:
         f"localhost:{tls_server.grpc_port}",
         token,
         tls_server.url,
-        tls_server.emulator.org_id,
+        tls_server.org_id,
         root_cert=tls_server.cert_path.read_bytes(),
     )
     assert client.topic(TOPIC).can_subscribe
     client.close()
-    plain = PubSubTestClient(tls_server.grpc_target, token, tls_server.url, tls_server.emulator.org_id)
+    plain = PubSubTestClient(tls_server.grpc_target, token, tls_server.url, tls_server.org_id)
     with pytest.raises(grpc.RpcError) as caught:
         plain._unary("GetTopic", pb.TopicRequest(topic_name=TOPIC))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # a plaintext client cannot talk to the TLS port
@@ -346,7 +346,7 @@ def test_tls_uses_the_https_certificate(tls_server: EmulatorServer) -> None:
 
 
 def test_the_admin_api_reports_the_grpc_port_and_channels(
-    emulator_server: EmulatorServer, bus: PubSubTestClient, sf: SalesforceHttp, admin: Admin
+    emulator_server: EmulatorProcess, bus: PubSubTestClient, sf: SalesforceHttp, admin: Admin
 ) -> None:
     assert admin._call("GET", "pubsub")["grpc_port"] == emulator_server.grpc_port
     _create_accounts(sf, 3)

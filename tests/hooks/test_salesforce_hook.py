@@ -300,7 +300,7 @@ def test_pubsub_client_from_the_connection(
             return await client.get_topic("/data/AccountChangeEvent")
 
     info = asyncio.run(topic())
-    assert info.can_subscribe and info.tenant_guid == emulator_server.emulator.org_id
+    assert info.can_subscribe and info.tenant_guid == emulator_server.org_id
 
 
 @pytest.mark.parametrize(
