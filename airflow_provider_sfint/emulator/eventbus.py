@@ -32,7 +32,7 @@ from .model import ObjectDef
 
 if TYPE_CHECKING:
     from .limits import Limits
-    from .schema import Org
+    from .schema import EventRule, Org
     from .store import Store
 
 _KIND_BYTES = {kind: long_bytes(i) for i, kind in enumerate(CHANGE_TYPES)}
@@ -283,6 +283,11 @@ class EventBus:
         self.cond = threading.Condition()
         self._buffer: list[Change] = []
         self._rows: list[tuple[Any, ...]] = []  # encoded events of complete Bulk chunks, waiting for the commit
+        # platform events the org's event rules publish when the transaction commits: (event, values, user)
+        self._published: list[tuple[ObjectDef, dict[str, Any], str]] = []
+        self.rules: dict[str, list[EventRule]] = {}
+        for rule in org.event_rules:
+            self.rules.setdefault(rule.obj, []).append(rule)
         self._txn = _Txn()
         self._commit_number = FIRST_COMMIT_NUMBER
         self._transactions = 0
@@ -298,6 +303,7 @@ class EventBus:
         self.delivered.clear()
         self._buffer = []
         self._rows = []
+        self._published = []
         self._txn = _Txn()
 
     # --- channels -------------------------------------------------------------------------------
@@ -352,7 +358,12 @@ class EventBus:
     # --- capture (called by the writer) -----------------------------------------------------------
 
     def record(self, change: Change) -> None:
+        rules = self.rules.get(change.obj.name)
+        if rules and change.kind in ("CREATE", "UPDATE"):
+            self._run_rules(rules, change)
         if not self.captured(change.obj):
+            if self._published and not self.store.in_transaction:
+                self.before_commit()
             return
         self._buffer.append(change)
         size = self._txn.chunk_size
@@ -364,6 +375,20 @@ class EventBus:
         if not self.store.in_transaction:
             self.before_commit()
 
+    def _run_rules(self, rules: list[EventRule], change: Change) -> None:
+        """The org's event rules, as its Apex triggers would run: after the write, in its transaction."""
+        after: dict[str, Any] | None = None
+        for rule in rules:
+            if after is None:
+                if change.kind == "CREATE":
+                    after = {**change.values, "Id": change.record_id}
+                else:
+                    after = self.store.get(change.obj, change.record_id) or {}
+            if rule.fires(change.kind, after, change.values):
+                event = self.org.objects[rule.event]
+                values = {name: after.get(source) for name, source in rule.values.items()}
+                self._published.append((event, values, change.user))
+
     def bulk_transaction(self) -> None:
         """Called inside a Bulk batch's store transaction: its changes get a new transaction key every
         ``bulk_transaction_size`` rows (the setting lasts until that transaction ends). Bulk batches open
@@ -374,33 +399,36 @@ class EventBus:
 
     # --- the store's transaction listener -----------------------------------------------------------
 
-    def mark(self) -> tuple[int, int]:
+    def mark(self) -> tuple[int, int, int]:
         if self._txn.chunk_size is not None:
             raise RuntimeError("no savepoint may open inside a Bulk batch's chunked capture")
-        return len(self._buffer), len(self._rows)
+        return len(self._buffer), len(self._rows), len(self._published)
 
-    def rollback_to(self, mark: tuple[int, int]) -> None:
+    def rollback_to(self, mark: tuple[int, int, int]) -> None:
         del self._buffer[mark[0] :]
         del self._rows[mark[1] :]
+        del self._published[mark[2] :]
         if self.store.depth <= 1:  # the outermost transaction rolled back: its Bulk chunking ends with it
             self._txn = _Txn()
-            self._buffer, self._rows = [], []
+            self._buffer, self._rows, self._published = [], [], []
 
     def before_commit(self) -> None:
         """Turn the outermost transaction's changes into stored events (still inside that transaction)."""
         txn, self._txn = self._txn, _Txn()
         rows, self._rows = self._rows, []
         changes, self._buffer = self._buffer, []
+        published, self._published = self._published, []
         if changes:
             size = txn.chunk_size or len(changes)
             now = self.clock.time()
             for start in range(0, len(changes), size):
                 rows.extend(self._transaction_rows(changes[start : start + size], now))
-        if not rows:
-            return
-        self.log.append(rows)
-        with self.cond:
-            self.cond.notify_all()
+        if rows:
+            self.log.append(rows)
+            with self.cond:
+                self.cond.notify_all()
+        for event, values, user in published:  # after the change events of the same transaction
+            self.publish(event, values, user)
 
     def _transaction_rows(self, changes: list[Change], now: float) -> list[tuple[Any, ...]]:
         self._commit_number += 1 + len(changes) % 7

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,9 @@ class Org:
             if unknown:
                 raise ValueError(f"custom channel {channel!r} lists unknown objects: {', '.join(unknown)}")
             self.channels[str(channel)] = [self.get(str(m)).name for m in members or []]  # type: ignore[union-attr]
+        self.event_rules: list[EventRule] = [
+            EventRule.parse(self, str(name), rule or {}) for name, rule in (spec.get("eventRules") or {}).items()
+        ]
         self.fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
     def _link_children(self) -> None:
@@ -253,6 +257,49 @@ class Org:
     @property
     def data_objects(self) -> list[ObjectDef]:
         return [o for o in self.objects.values() if not o.is_event]
+
+
+@dataclass
+class EventRule:
+    """What an Apex trigger publishing a platform event would do: after a write (``after``: create, update)
+    makes ``when`` true for a record of ``obj`` (created so, or updated into it: at least one of its fields
+    changed), publish ``event``
+    with ``values`` (event field -> the record's field) in the same transaction, published when it commits."""
+
+    name: str
+    obj: str
+    on: frozenset[str]
+    when: dict[str, Any]
+    event: str
+    values: dict[str, str]
+
+    @classmethod
+    def parse(cls, org: Org, name: str, spec: dict[str, Any]) -> EventRule:
+        where = f"eventRules.{name}"
+        obj = org.get(str(spec.get("object", "")))
+        if obj is None or obj.is_event:
+            raise ValueError(f"{where}: object {spec.get('object')!r} is not an object of this org")
+        event = org.get(str(spec.get("publish", "")))
+        if event is None or not event.is_event:
+            raise ValueError(f"{where}: publish {spec.get('publish')!r} is not a platform event of this org (X__e)")
+        on = frozenset(str(k).lower() for k in spec.get("after") or ("create", "update"))
+        if not on <= {"create", "update"}:
+            raise ValueError(f"{where}: after {sorted(on)}: use create and/or update")
+        when = dict(spec.get("when") or {})
+        values = {str(k): str(v) for k, v in (spec.get("values") or {}).items()}
+        for field_name in [*when, *values.values()]:
+            if field_name not in obj.fields:
+                raise ValueError(f"{where}: {obj.name} has no field {field_name!r}")
+        for field_name in values:
+            if field_name not in event.fields or field_name in ("ReplayId", "CreatedDate", "CreatedById", "EventUuid"):
+                raise ValueError(f"{where}: {event.name} has no writable field {field_name!r}")
+        return cls(name, obj.name, on, when, event.name, values)
+
+    def fires(self, kind: str, after: dict[str, Any], changed: dict[str, Any]) -> bool:
+        """``after``: the record's stored values after the write; ``changed``: the values the write changed."""
+        if kind.lower() not in self.on or any(after.get(k) != v for k, v in self.when.items()):
+            return False
+        return kind == "CREATE" or not self.when or any(k in changed for k in self.when)
 
 
 def load_org(path: str | Path | None = None) -> Org:
