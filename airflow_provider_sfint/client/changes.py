@@ -193,6 +193,14 @@ class PlatformEvent:
         value = self.values.get("EventUuid")
         return str(value) if value is not None else None
 
+    @property
+    def is_gap(self) -> bool:
+        return False
+
+    @property
+    def is_overflow(self) -> bool:
+        return False
+
 
 def parse_event(schema: EventSchema, payload: bytes, replay_id: bytes, event_id: str) -> ChangeEvent | PlatformEvent:
     """Decode one delivered event with its schema into a typed event."""

@@ -22,6 +22,11 @@ with the highest (``commit_number``, ``sequence_number``).
 
 ``GAP_OVERFLOW`` events and an expired checkpoint cannot be healed record by record: the run stops with
 :class:`ResyncNeeded` naming the entity, after committing what came before, so nothing is skipped silently.
+
+A platform-event channel (``/event/<Name>__e``) is read the same way, with the same checkpoint and parts
+(``<output>/<Name>__e/part-<NNNNNN>``), one row per event: ``replay_id`` (hex; the event's identity and a
+consumer's idempotency key), ``event_uuid``, ``created_date``, ``created_by_id``, then the event's fields
+typed from describe.
 """
 
 from __future__ import annotations
@@ -63,11 +68,21 @@ HEADER_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("change_origin", pa.string()),
 ]
 SKIPPED = frozenset({"Id", "IsDeleted", "SystemModstamp"})
+#: platform-event parts: the event's identity, then its own fields typed from describe
+EVENT_HEADER_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("replay_id", pa.string()),
+    ("event_uuid", pa.string()),
+    ("created_date", pa.timestamp("ms", tz="UTC")),
+    ("created_by_id", pa.string()),
+]
+EVENT_SKIPPED = frozenset({"ReplayId", "EventUuid", "CreatedDate", "CreatedById"})
 #: the Parquet schema metadata key naming a part's kind: b"changes" or b"snapshot"
 PART_KIND = "sfint_part_kind"
 #: the describe keys the columns and their typing use: what the checkpoint keeps of describe
 DESCRIBE_KEYS = ("name", "type", "scale", "precision", "compoundFieldName")
 EPOCH = date(1970, 1, 1)
+#: a LATEST channel whose first run read nothing resumes from this long before that run started (clock skew)
+LATEST_SKEW_SECONDS = 60
 
 
 class ResyncNeeded(PermanentError):
@@ -108,6 +123,11 @@ class ChangeSettings:
     entities: tuple[str, ...] = ()
     part_events: int = 10_000
 
+    @property
+    def platform_events(self) -> bool:
+        """True for a platform-event channel (``/event/X__e``): one row per event, no snapshots or gaps."""
+        return self.channel.startswith("/event/")
+
     def snapshot_entities(self) -> tuple[str, ...]:
         """What a snapshot of the channel covers: its one entity, or the listed ones."""
         if self.entities:
@@ -121,14 +141,25 @@ class ChangeSettings:
     def check(self) -> None:
         if self.fmt not in ("parquet", "jsonl"):
             raise ValueError(f"fmt {self.fmt!r}: use parquet or jsonl")
-        if self.start not in ("EARLIEST", "LATEST", "SNAPSHOT"):
+        if self.platform_events:
+            if not self.channel.endswith("__e") or len(self.channel) <= len("/event/__e"):
+                raise ValueError(f"channel {self.channel!r}: a platform-event channel is /event/<Name>__e")
+            if self.start not in ("EARLIEST", "LATEST"):
+                raise ValueError(
+                    f"start {self.start!r}: a platform-event channel starts at EARLIEST (every retained event) or "
+                    "LATEST; events are not records, there is nothing to snapshot"
+                )
+        elif self.start not in ("EARLIEST", "LATEST", "SNAPSHOT"):
             raise ValueError(f"start {self.start!r}: use EARLIEST, LATEST or SNAPSHOT")
         if self.start == "SNAPSHOT" and not self.snapshot_entities():
             raise ValueError(
                 f"channel {self.channel} carries several entities: list them in entities= to start with a snapshot"
             )
-        if not self.channel.startswith("/data/"):
-            raise ValueError(f"channel {self.channel!r} is not a change-event channel (/data/...)")
+        if not self.channel.startswith(("/data/", "/event/")):
+            raise ValueError(
+                f"channel {self.channel!r}: use a change-event channel (/data/...) or a platform-event channel "
+                "(/event/<Name>__e)"
+            )
         if self.max_events is not None and self.max_events < 1:
             raise ValueError("max_events must be at least 1")
         if self.part_events < 1:
@@ -141,25 +172,27 @@ class _Columns:
 
     fields: list[dict[str, Any]]
     compound: dict[str, str] = field(default_factory=dict)  # "BillingAddress.City" -> "BillingCity"
+    header: list[tuple[str, pa.DataType]] = field(default_factory=lambda: HEADER_COLUMNS)
     # per event field name: its column (None: no column), and per column its value converter; filled as met
     _resolved: dict[str, str | None] = field(default_factory=dict, repr=False)
     _convert: dict[str, Callable[[Any], Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, describe: dict[str, Any]) -> _Columns:
-        fields = [f for f in describe.get("fields", []) if f["name"] not in SKIPPED and f.get("type") != "address"]
+    def of(cls, describe: dict[str, Any], events: bool = False) -> _Columns:
+        skipped = EVENT_SKIPPED if events else SKIPPED
+        fields = [f for f in describe.get("fields", []) if f["name"] not in skipped and f.get("type") != "address"]
         compound: dict[str, str] = {}
         for f in fields:
             parent = f.get("compoundFieldName")
             if parent:  # BillingCity of BillingAddress is its City part; FirstName of Name its FirstName part
                 prefix = parent[: -len("Address")] if parent.endswith("Address") else ""
                 compound[f"{parent}.{f['name'].removeprefix(prefix)}"] = f["name"]
-        columns = cls(fields, compound)
+        columns = cls(fields, compound, EVENT_HEADER_COLUMNS if events else HEADER_COLUMNS)
         columns._convert = {f["name"]: _converter(f) for f in fields}
         return columns
 
     def schema(self) -> pa.Schema:
-        return pa.schema([*HEADER_COLUMNS, *[(f["name"], arrow_type(f)) for f in self.fields]])
+        return pa.schema([*self.header, *[(f["name"], arrow_type(f)) for f in self.fields]])
 
     def column(self, name: str) -> str | None:
         """The describe column an event field name stands for (``BillingAddress.City`` -> ``BillingCity``)."""
@@ -245,14 +278,19 @@ class ChangeEventsEngine:
 
     # --- reading --------------------------------------------------------------------------------------
 
-    async def _read(self, replay_id: str | None, after_snapshot: bool, limit: int) -> list[ChangeEvent]:
+    async def _read(
+        self, replay_id: str | None, after_snapshot: bool, limit: int, since: datetime | None = None
+    ) -> list[Any]:
         """Up to ``limit`` events after ``replay_id`` (fewer when the channel goes idle first)."""
         s = self.settings
-        events: list[ChangeEvent] = []
+        events: list[Any] = []
         client = self.pubsub()
         async with client:
-            # after a snapshot with no resume point, every retained event is replayed on top of it
+            # after a snapshot with no resume point, every retained event is replayed on top of it; a LATEST channel
+            # whose first run read nothing replays from EARLIEST and drops what came before its start time
             preset = "CUSTOM" if replay_id else ("EARLIEST" if after_snapshot or s.start == "SNAPSHOT" else s.start)
+            if not replay_id and since is not None:
+                preset = "EARLIEST"
             stream = client.subscribe(
                 s.channel,
                 replay_preset=preset,
@@ -263,8 +301,10 @@ class ChangeEventsEngine:
             )
             async for batch in stream:
                 for event in batch.events:
-                    if isinstance(event, PlatformEvent):
-                        raise ValueError(f"{s.channel} delivered a platform event: read it with the events operator")
+                    if isinstance(event, PlatformEvent) != s.platform_events:
+                        raise ValueError(
+                            f"{s.channel} delivered a {type(event).__name__}, which this reader does not read"
+                        )
                     events.append(event)
             await stream.aclose()
             self.deliveries = client.delivered
@@ -278,12 +318,13 @@ class ChangeEventsEngine:
         read for the same event schema id (no REST call)."""
         if entity not in self._columns:
             kept = self._kept.get(entity)
+            events = self.settings.platform_events
             if schema_id and kept and kept.get("schema_id") == schema_id:
-                self._columns[entity] = _Columns.of({"fields": kept["fields"]})
+                self._columns[entity] = _Columns.of({"fields": kept["fields"]}, events)
                 self._described[entity] = kept
             else:
                 describe = self.rest.describe(entity)
-                self._columns[entity] = _Columns.of(describe)
+                self._columns[entity] = _Columns.of(describe, events)
                 if schema_id:
                     fields = [{k: f[k] for k in DESCRIBE_KEYS if f.get(k) is not None} for f in describe["fields"]]
                     self._described[entity] = {"schema_id": schema_id, "fields": fields}
@@ -345,10 +386,42 @@ class ChangeEventsEngine:
                 rows.append(self._rows(event, values, event.change_type, record_id))
         return rows
 
-    def rows(self, events: list[ChangeEvent]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
-        """Rows per entity, and counts per change type (gap records counted as healed)."""
+    def _event_row(self, event: PlatformEvent) -> dict[str, Any]:
+        cols = self.columns(event.name, event.schema_id)
+        row: dict[str, Any] = {
+            "replay_id": event.replay_id.hex(),
+            "event_uuid": event.event_uuid or event.event_id,
+            "created_date": event.created_date,
+            "created_by_id": event.values.get("CreatedById"),
+        }
+        for name, value in event.values.items():
+            if name in EVENT_SKIPPED:
+                continue
+            column = cols.column(name)
+            if column is None and value is not None:  # a field added since describe was read: read it again
+                self._columns.pop(event.name, None)
+                self._kept.pop(event.name, None)
+                cols = self.columns(event.name, event.schema_id)
+                column = cols.column(name)
+                if column is None:
+                    raise ValueError(
+                        f"{event.name} event {event.replay_id.hex()} carries {name!r}, which describe does not "
+                        "list: the output has no column for it"
+                    )
+            if column is not None:
+                row[column] = cols.typed(column, value)
+        return row
+
+    def rows(self, events: list[Any]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+        """Rows per entity (per event name on a platform-event channel), and counts per change type (gap
+        records counted as healed; ``EVENT`` for platform events)."""
         out: dict[str, list[dict[str, Any]]] = {}
         counts: dict[str, int] = {}
+        if self.settings.platform_events:
+            for event in events:
+                out.setdefault(event.name, []).append(self._event_row(event))
+            counts["EVENT"] = len(events)
+            return out, counts
         for event in events:
             if event.is_gap:
                 produced = self._heal(event)
@@ -437,7 +510,7 @@ class ChangeEventsEngine:
         return self._write(entity, part, rows, "snapshot"), len(rows)
 
     def _commit(
-        self, checkpoint: dict[str, Any], part: int, events: list[ChangeEvent], summary: dict[str, Any]
+        self, checkpoint: dict[str, Any], part: int, events: list[Any], summary: dict[str, Any]
     ) -> dict[str, Any]:
         """Write the parts of ``events`` (run ``part``), then move the checkpoint after the last of them."""
         self.store.set(RUN, {"from": checkpoint["replay_id"], "part": part, "to": events[-1].replay_id.hex()})
@@ -490,6 +563,7 @@ class ChangeEventsEngine:
         return moved
 
     def run(self) -> dict[str, Any]:
+        started = datetime.now(UTC)
         checkpoint = self.store.get(CHECKPOINT) or {"replay_id": None, "part": 0, "events": 0}
         self._kept = dict(checkpoint.get("columns") or {})
         summary: dict[str, Any] = {
@@ -517,8 +591,11 @@ class ChangeEventsEngine:
                 limit = min(limit, self.settings.max_events - summary["events"])
                 if limit <= 0:
                     return summary
+            since = _since(checkpoint)
             try:
-                events = asyncio.run(self._read(checkpoint["replay_id"], checkpoint.get("snapshot", False), limit))
+                events = asyncio.run(
+                    self._read(checkpoint["replay_id"], checkpoint.get("snapshot", False), limit, since)
+                )
             except ReplayIdExpiredError as exc:
                 if not self.settings.resync or not self.settings.snapshot_entities():
                     raise ResyncNeeded(
@@ -533,6 +610,15 @@ class ChangeEventsEngine:
             summary["deliveries"] += self.deliveries
             summary["reconnects"] += self.reconnects
             caught_up = len(events) < limit
+            if since is not None and checkpoint["replay_id"] is None:
+                early = 0  # events come in replay order, so those published before the floor are a prefix
+                while early < len(events) and (_created(events[early]) or since) < since:
+                    early += 1
+                if early:  # published before a LATEST channel's first run: not this reader's; step past them
+                    summary["skipped_before_start"] = summary.get("skipped_before_start", 0) + early
+                    checkpoint = {**checkpoint, "replay_id": events[early - 1].replay_id.hex()}
+                    self.store.set(CHECKPOINT, checkpoint)
+                    events = events[early:]
             overflow = next((e for e in events if e.is_overflow), None)
             if overflow is not None:
                 events = events[: events.index(overflow)]
@@ -543,6 +629,13 @@ class ChangeEventsEngine:
                 checkpoint = self._commit(checkpoint, part, events, summary)
             if overflow is None:
                 if caught_up:
+                    if self.settings.start == "LATEST" and checkpoint["replay_id"] is None and since is None:
+                        # a LATEST channel's first run read nothing, so it has no replay id to resume after: keep
+                        # its start time instead (a minute early, for clock skew), or the events published before
+                        # the next run would be missed by it as well
+                        floor = started - timedelta(seconds=LATEST_SKEW_SECONDS)
+                        checkpoint = {**checkpoint, "since": floor.isoformat()}
+                        self.store.set(CHECKPOINT, checkpoint)
                     return summary
                 continue  # a full round: commit and read on, holding at most part_events events at a time
             overflows += 1
@@ -565,6 +658,16 @@ class ChangeEventsEngine:
             checkpoint = self._resync(
                 checkpoint, (overflow.entity,), overflow.replay_id.hex(), overflow.commit_number, summary
             )
+
+
+def _since(checkpoint: dict[str, Any]) -> datetime | None:
+    value = checkpoint.get("since")
+    return datetime.fromisoformat(value) if value else None
+
+
+def _created(event: Any) -> datetime | None:
+    """When Salesforce committed a change event or created a platform event."""
+    return event.created_date if isinstance(event, PlatformEvent) else event.commit_timestamp
 
 
 def _join(base: Any, *parts: str) -> Any:

@@ -54,6 +54,8 @@ class SalesforceChangeEventsOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("channel", "destination", "sfint_conn_id")
     ui_color = "#e1f1fb"
+    #: the channels this operator reads: change events (``/data/...``); the platform-event reader overrides it
+    platform_events = False
 
     def __init__(
         self,
@@ -92,7 +94,14 @@ class SalesforceChangeEventsOperator(BaseOperator):
                 raise ValueError(f"{name} must be a percentage between 0 and 100, got {value!r}")
         self.sfint_conn_id = sfint_conn_id
         if "{{" not in str(channel):  # a bad setting fails at DAG parse time, naming it
-            self._settings(destination).check()
+            self._check()
+
+    def _check(self) -> None:
+        settings = self._settings(self.destination)
+        if settings.platform_events != self.platform_events:
+            other = "SalesforceReadEventsOperator" if settings.platform_events else "SalesforceChangeEventsOperator"
+            raise ValueError(f"{type(self).__name__} cannot read {settings.channel}: read it with {other}")
+        settings.check()
 
     @cached_property
     def hook(self) -> SalesforceHook:
@@ -119,6 +128,7 @@ class SalesforceChangeEventsOperator(BaseOperator):
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self._check()
         output = self._output()
         settings = self._settings(output)
         if isinstance(output, str):
@@ -146,6 +156,9 @@ class SalesforceChangeEventsOperator(BaseOperator):
         except ResyncNeeded as exc:
             raise AirflowFailException(str(exc)) from exc
         summary["api_calls"] = self.hook.client.transport.calls
+        if self.platform_events:
+            self.log.info("%s: %d events, parts %s", self.channel, summary["events"], summary["parts"])
+            return summary
         self.log.info(
             "%s: %d events, rows %s, %d gap records healed, parts %s",
             self.channel,
@@ -155,3 +168,66 @@ class SalesforceChangeEventsOperator(BaseOperator):
             summary["parts"],
         )
         return summary
+
+
+class SalesforceReadEventsOperator(SalesforceChangeEventsOperator):
+    """Read a platform-event channel (``/event/<Name>__e``) from its checkpoint to "caught up" into the lake,
+    exactly once: one row per event in ``<destination>/<Name>__e/part-<NNNNNN>.parquet`` (or ``.jsonl``):
+    ``replay_id`` (hex), ``event_uuid``, ``created_date``, ``created_by_id``, then the event's fields typed from
+    describe. The checkpoint and the exactly-once commit are the change-events operator's.
+
+    Deliver the rows onward with ``replay_id`` as the idempotency key: it identifies the event for as long as
+    Salesforce retains it, and a retried delivery carries the same key.
+
+    :param channel: ``/event/<Name>__e`` (templated)
+    :param destination: the lake directory (a path or ObjectStoragePath URL; templated)
+    :param fmt: ``parquet`` (default) or ``jsonl``
+    :param max_events: stop after this many events (default: until caught up)
+    :param idle_seconds: caught up when no event arrives for this long (default 5)
+    :param start: where a channel without a checkpoint starts: ``EARLIEST`` (default: every retained event,
+        up to 72 hours) or ``LATEST`` (events published from now on)
+    :param batch_size: events kept requested from the server (1..100, default 100)
+    :param part_events: commit the parts and move the checkpoint every this many events (default 10,000)
+    :param min_remaining_delivery_percent: refuse to start when less of the daily event delivery allocation
+        remains (default None: no check)
+    :param min_remaining_api_percent: refuse to start when less of the daily API allowance remains (default
+        None: no check)
+    :param sfint_conn_id: the Salesforce connection (its ``pubsub_endpoint`` is used)
+
+    Returns the summary: ``events``, ``rows`` (``{"EVENT": n}``), ``parts``, first and last replay id,
+    deliveries used, reconnections, ``api_calls`` (describe, once per event schema).
+    """
+
+    platform_events = True
+
+    def __init__(
+        self,
+        *,
+        channel: str,
+        destination: str | ObjectStoragePath,
+        fmt: str = "parquet",
+        max_events: int | None = None,
+        idle_seconds: float = 5.0,
+        start: str = "EARLIEST",
+        batch_size: int = 100,
+        part_events: int = 10_000,
+        min_remaining_delivery_percent: float | None = None,
+        min_remaining_api_percent: float | None = None,
+        sfint_conn_id: str = SalesforceHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            channel=channel,
+            destination=destination,
+            fmt=fmt,
+            max_events=max_events,
+            idle_seconds=idle_seconds,
+            start=start,
+            batch_size=batch_size,
+            resync=False,
+            part_events=part_events,
+            min_remaining_delivery_percent=min_remaining_delivery_percent,
+            min_remaining_api_percent=min_remaining_api_percent,
+            sfint_conn_id=sfint_conn_id,
+            **kwargs,
+        )

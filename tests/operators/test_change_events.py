@@ -72,7 +72,7 @@ def test_runs_in_a_dag_and_resumes_from_its_checkpoint(
 def test_bad_settings_fail_at_parse_time_and_overflow_fails_the_task(
     events_conn: str, sf: SalesforceHttp, fresh_org: Admin, tmp_path: Path
 ) -> None:
-    with pytest.raises(ValueError, match="change-event channel"):
+    with pytest.raises(ValueError, match="read it with SalesforceReadEventsOperator"):
         SalesforceChangeEventsOperator(task_id="x", channel="/event/Warehouse_Sync__e", destination=str(tmp_path))
     with pytest.raises(ValueError, match="fmt"):
         SalesforceChangeEventsOperator(task_id="x", channel="/data/ChangeEvents", destination="d", fmt="csv")

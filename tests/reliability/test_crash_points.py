@@ -35,7 +35,7 @@ from airflow.sdk import DAG
 
 from airflow_provider_sfint.operators.bulk_ingest import SalesforceBulkIngestOperator
 from airflow_provider_sfint.operators.bulk_query import SalesforceBulkQueryOperator
-from airflow_provider_sfint.operators.change_events import SalesforceChangeEventsOperator
+from airflow_provider_sfint.operators.change_events import SalesforceChangeEventsOperator, SalesforceReadEventsOperator
 from airflow_provider_sfint.operators.composite import SalesforceCompositeUpsertOperator
 
 conn, folder, kind = os.environ["SFINT_CONN_ID"], os.environ["SFINT_CRASH_DIR"], "KIND"
@@ -61,6 +61,9 @@ with DAG("sfint_points_KIND", schedule="@daily", start_date=start, default_args=
     elif kind == "changes":
         SalesforceChangeEventsOperator(task_id="work", channel="/data/AccountChangeEvent", destination=f"{folder}/lake",
                                        idle_seconds=1, batch_size=10, sfint_conn_id=conn)
+    elif kind == "events":
+        SalesforceReadEventsOperator(task_id="work", channel="/event/Order_Event__e", destination=f"{folder}/lake",
+                                     idle_seconds=1, batch_size=10, sfint_conn_id=conn)
     else:
         SalesforceCompositeUpsertOperator(task_id="work", object="Account", external_id_field="External_Id__c",
                                           records=f"{folder}/in.parquet", bulk_threshold=10, sfint_conn_id=conn)
@@ -409,6 +412,36 @@ def test_a_rerun_after_success_queries_again(
     _run("query_file", tmp_path, monkeypatch, conn, None, SFINT_CRASH_SOQL="SELECT Id, Name, Industry FROM Account")
     assert pq.read_table(tmp_path / "out.parquet").column_names == ["Id", "Name", "Industry"]
     assert len(_jobs(emulator_url, "query")) == 3
+
+
+@pytest.mark.parametrize("point", CHANGES)
+def test_platform_events_killed_at_a_crash_point(
+    point: str,
+    execution_api: str,
+    fresh_org: Admin,
+    emulator_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The platform-event reader killed at the same points: each event in the lake once, by its replay id (the key
+    a delivery onward relies on), and the checkpoint at the last one."""
+    from ..operators.conftest import set_connection
+
+    grpc_target = emulator_server.grpc_target
+    conn = set_connection(monkeypatch, "sfint_crash_events", emulator_server.url, pubsub_endpoint=grpc_target)
+    with SalesforceHttp.login(emulator_server.url) as sf:
+        soql = "SELECT Id FROM Opportunity WHERE IsClosed = false LIMIT 30"
+        opps = [o["Id"] for o in sf.query(soql).json()["records"]]
+        records = [{"attributes": {"type": "Opportunity"}, "id": i, "StageName": "Closed Won"} for i in opps]
+        assert all(r["success"] for r in sf.patch("composite/sobjects", json={"records": records}).json())
+    _run("events", tmp_path, monkeypatch, conn, point)
+    lake = tmp_path / "lake"
+    rows = [r for part in sorted(lake.glob("Order_Event__e/part-*.parquet")) for r in pq.read_table(part).to_pylist()]
+    assert sorted(r["Opportunity_Id__c"] for r in rows) == sorted(opps)  # every event once
+    assert len({r["replay_id"] for r in rows}) == 30
+    assert not [p for p in lake.rglob("*") if p.is_file() and ".sfint-tmp" in p.name]
+    checkpoint = json.loads((lake / "_sfint_checkpoint.json").read_text())["values"]["checkpoint"]
+    assert checkpoint["replay_id"] == max((r["replay_id"] for r in rows), key=lambda h: int(h, 16))
 
 
 @pytest.mark.parametrize("point", CHANGES)
