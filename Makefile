@@ -12,7 +12,7 @@ FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 PYTEST_WORKERS ?= -n 2 --dist worksteal
 BENCHES := bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc
 
-.PHONY: proto install demo airflow bench docs test test-floor lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc clean
+.PHONY: proto install demo airflow bench docs test test-floor test-distributed distributed-services lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,27 @@ $(FLOOR_STAMP): pyproject.toml
 # The test suite against the Airflow floor (lint and types do not depend on the Airflow version).
 test-floor: $(FLOOR_STAMP)
 	$(FLOOR_VENV)/bin/pytest -p no:cacheprovider $(PYTEST_WORKERS)
+
+# The main job and the event-driven DAG on CeleryExecutor: PostgreSQL (metadata) and Redis (broker) from the Debian
+# packages, installed here when missing (as root; Debian's automatic "main" cluster is not created), each
+# started by the test on a free loopback port and stopped after it; moto's S3 server holds the lake.
+DIST_STAMP := $(VENV)/.distributed-stamp
+$(DIST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,emulator,examples,distributed]'
+	touch $(DIST_STAMP)
+
+distributed-services:
+	@if command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "PostgreSQL and Redis are installed"; \
+	else \
+		test "$$(id -u)" = 0 || { echo "install postgresql and redis-server (Debian packages), or run as root"; exit 1; }; \
+		mkdir -p /etc/postgresql-common; \
+		test -e /etc/postgresql-common/createcluster.conf || echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql redis-server; \
+	fi
+
+test-distributed: $(DIST_STAMP) distributed-services
+	$(BIN)/pytest -p no:cacheprovider -m distributed tests/distributed
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

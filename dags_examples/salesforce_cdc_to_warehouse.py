@@ -67,7 +67,11 @@ changes = Asset(
     watchers=[
         AssetWatcher(
             name="salesforce_change_events",
-            trigger=SalesforceChannelTrigger(channel=CHANNEL, sfint_conn_id=CONN_ID, min_interval=MIN_INTERVAL),
+            # EARLIEST: events already waiting when the watcher first starts (published before the DAG was
+            # unpaused or the triggerer came up) ring at once; the run reads from its own checkpoint
+            trigger=SalesforceChannelTrigger(
+                channel=CHANNEL, sfint_conn_id=CONN_ID, min_interval=MIN_INTERVAL, start="EARLIEST"
+            ),
         )
     ],
 )

@@ -96,6 +96,13 @@ class PublishOutcome:
     error: str | None
 
 
+#: HTTP/2 keep-alive pings on an idle connection. gRPC servers refuse pings more often than every 5 minutes
+#: without data by default (GOAWAY "too_many_pings", which cut a watcher's stream every few minutes at 60 s); a
+#: waiting subscription gets Salesforce's own keep-alive response every 270 s anyway. Just above 5 minutes, and
+#: below the 350 s idle timeout of common load balancers.
+KEEPALIVE_MS = 330_000
+
+
 def _error(exc: grpc.aio.AioRpcError, what: str) -> PubSubError:
     """A typed error for a failed call, from its status and ``error-code`` trailer."""
     trailers = {k: v for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
@@ -189,7 +196,7 @@ class PubSubClient:
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
-            options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.keepalive_time_ms", 60_000)]
+            options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.keepalive_time_ms", KEEPALIVE_MS)]
             if self.plaintext:
                 self._channel = grpc.aio.insecure_channel(self.endpoint, options=options)
             else:
