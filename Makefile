@@ -12,7 +12,7 @@ FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 PYTEST_WORKERS ?= -n 2 --dist worksteal
 BENCHES := bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc
 
-.PHONY: proto install demo airflow bench docs test test-floor test-distributed distributed-services lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc clean
+.PHONY: diagrams proto install demo airflow bench docs test test-floor test-distributed distributed-services lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,7 +81,7 @@ airflow: $(STAMP)
 	$(BIN)/python demo/run_airflow.py
 
 emulator: $(STAMP)
-	$(BIN)/sfint-emulator --seed demo
+	$(BIN)/sfint-emulator --seed demo --grpc-port 8766
 
 # Every benchmark, then docs/performance.md and its chart from the results (about 40 minutes on 2 cores).
 bench: $(BENCHES)
@@ -109,6 +109,10 @@ bench-events: $(STAMP)
 # freshness through an asset watcher under airflow standalone.
 bench-cdc: $(STAMP)
 	$(BIN)/python bench/cdc.py
+
+# docs/data-paths.svg, the example pipelines' data paths, from docs/diagram.py (a test checks it is current).
+diagrams: $(STAMP)
+	$(BIN)/python docs/diagram.py
 
 # The Pub/Sub API's compiled descriptor set, from the .proto (tests/test_pubsub_proto.py checks it is current).
 proto: $(STAMP)
