@@ -127,8 +127,9 @@ def apply_part(db: Any, entity: str, rows: list[dict[str, Any]], snapshot: bool)
 
 
 def _count(db: Any, table: str) -> int:
-    found = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
-    return int(found[0]) if found else 0
+    # fetchall: a result left unfinished blocks DuckDB's next register() on this connection
+    ((found,),) = db.execute(f"SELECT COUNT(*) FROM {table}").fetchall()
+    return int(found)
 
 
 def _ensure_table(db: Any, entity: str, part_schema: Any) -> None:
@@ -149,8 +150,8 @@ def _ensure_table(db: Any, entity: str, part_schema: Any) -> None:
 
 
 def _count_tables(db: Any, table: str) -> int:
-    found = db.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()
-    return int(found[0]) if found else 0
+    ((found,),) = db.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()
+    return int(found)
 
 
 with DAG(

@@ -27,7 +27,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-OUT = ROOT / ".demo"
+OUT = Path(os.environ.get("SFINT_DEMO_OUT", ROOT / ".demo"))  # the lake, the warehouse, logs
 DEMO_ACCOUNTS = int(os.environ.get("SFINT_DEMO_ACCOUNTS", "40000"))  # x5 records across objects
 DAG_ID = "salesforce_to_warehouse"
 #: the event half (the event-driven DAG under a real scheduler and triggerer); SFINT_DEMO_EVENTS=0 skips it

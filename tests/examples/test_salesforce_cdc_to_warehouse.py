@@ -289,3 +289,16 @@ def test_a_seeded_workload_of_20000_changes_keeps_the_warehouse_equal_to_bulk(
     want = _bulk_extract(conn, columns, tmp_path / "reference")
     assert sum(len(t) for t in want.values()) > 5000
     assert not _differences(got, want), _differences(got, want)[:5]
+
+
+def test_run_before_the_main_job_it_creates_the_warehouse_from_the_snapshot(
+    example: Any, org: Admin, conn: str, tmp_path: Path
+) -> None:
+    """No warehouse yet (the event-driven DAG unpaused first, as `make airflow` does): the first run creates the
+    main job's tables from the snapshot, equal to a fresh Bulk extract."""
+    cdc = example(NAME, SFINT_CDC_IDLE="1")
+    assert {t.state for t in cdc.test().get_task_instances()} == {"success"}
+    columns = _columns()
+    got = _warehouse(tmp_path / "warehouse.duckdb", columns)
+    assert all(got[obj] for obj in columns)
+    assert not _differences(got, _bulk_extract(conn, columns, tmp_path / "reference"))
