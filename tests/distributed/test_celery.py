@@ -112,7 +112,8 @@ def test_main_job_and_change_events_on_celery_with_the_lake_on_s3(
             "SFINT_CDC_MIN_INTERVAL": "2",
             "SFINT_CDC_IDLE": "2",
         }
-        cluster = CeleryCluster(tmp_path / "airflow", dags, postgres, redis, env).start()
+        cluster = CeleryCluster(tmp_path / "airflow", dags, postgres, redis, env)
+        cluster.start()  # assigned first: a start that fails half-way still stops what it started
         cluster.wait("both DAGs parsed", lambda: _parsed(postgres, {MAIN, CDC}), 300)
 
         # 1. the main job's scheduled run: Bulk extracts to S3, merged into the warehouse, scores written back
