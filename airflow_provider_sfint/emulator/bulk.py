@@ -203,13 +203,15 @@ class Bulk:
                     f"Job {job.id} is {job.state}; only an Open job can be closed with UploadComplete",
                 )
             job.state = "UploadComplete"
-            threading.Thread(target=self._run_ingest, args=(job,), name=f"ingest-{job.id}", daemon=True).start()
         else:
             raise ApiError(400, "INVALIDJOBSTATE", f"Invalid state transition for job {job.id}: {job.state} -> {state}")
         job.modified = self.em.clock.time()
+        # the answer is the state this call set (UploadComplete), taken before processing can move it on
         info = job.info(full=False)
         for key in ("contentUrl", "lineEnding", "columnDelimiter"):  # as the recorded UploadComplete answer
             info.pop(key, None)
+        if state == "UploadComplete":
+            threading.Thread(target=self._run_ingest, args=(job,), name=f"ingest-{job.id}", daemon=True).start()
         return Resp.json(200, info)
 
     def _run_job(self, job: Job, delay: float, work: Callable[[], None]) -> None:
@@ -257,12 +259,13 @@ class Bulk:
 
     def delete(self, req: Req, kind: str) -> Resp:
         job = self.job(req, kind)
-        if job.state not in (*TERMINAL, "UploadComplete") or (kind == "ingest" and job.state == "UploadComplete"):
+        if job.state not in (*TERMINAL, "UploadComplete"):
             raise ApiError(
                 400,
                 "INVALIDJOBSTATE",
-                f"Job {job.id} is {job.state}; only a completed, failed or aborted job can be deleted",
+                f"Job {job.id} is {job.state}; only an UploadComplete, completed, failed or aborted job can be deleted",
             )
+        job.aborted.set()  # an UploadComplete job not yet processing never starts
         del self.jobs[job.id]
         shutil.rmtree(self.root / job.id, ignore_errors=True)
         return Resp(204)

@@ -170,10 +170,9 @@ class IngestRun:
                 except RecordError as exc:
                     if exc.status_code == "UNABLE_TO_LOCK_ROW" and parent:
                         locked_parents.add(parent)  # contention on a shared parent locks its other children too
-                    fields = ",".join(exc.fields or [])
-                    results.append((False, ["", f"{exc.status_code}:{exc.message}:{fields} --", *row]))
+                    results.append((False, ["", sf_error(exc.status_code, exc.message, exc.fields), *row]))
                 except ApiError as exc:
-                    results.append((False, ["", f"{exc.error_code}:{exc.message}:--", *row]))
+                    results.append((False, ["", sf_error(exc.error_code, exc.message, None), *row]))
             if deferred:
                 writer.flush_deferred(self.obj)
         rng = random.Random(f"{job.id}:{batch[0][0]}")
@@ -289,3 +288,8 @@ class IngestRun:
                 ) from None
             return result.id, result.created
         return writer.delete(self.obj, record_id, hard=op == "hardDelete"), False
+
+
+def sf_error(code: str, message: str, fields: list[str] | None) -> str:
+    """A failed row's ``sf__Error``: ``CODE:message:Field1,Field2 --``, or ``CODE:message:--`` without fields."""
+    return f"{code}:{message}:{','.join(fields)} --" if fields else f"{code}:{message}:--"

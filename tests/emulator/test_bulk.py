@@ -205,7 +205,41 @@ def test_item57_delete_job(sf: SalesforceHttp) -> None:
     assert r.status_code == 204 and r.content == b""
     assert sf.get(f"jobs/ingest/{job_id}").status_code == 404
     open_id = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
-    assert sf.delete(f"jobs/ingest/{open_id}").status_code == 400
+    assert sf.delete(f"jobs/ingest/{open_id}").status_code == 400  # Open: close or abort it first
+
+
+def test_a_job_in_upload_complete_can_be_deleted_and_is_never_processed(sf: SalesforceHttp, admin: Admin) -> None:
+    admin.set("bulk", processing_delay=5)
+    job_id = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
+    body = b"Name\nDeleted before it ran\n"
+    assert sf.http.put(sf.path(f"jobs/ingest/{job_id}/batches"), content=body, headers=CSV).status_code == 201
+    assert sf.patch(f"jobs/ingest/{job_id}", json={"state": "UploadComplete"}).json()["state"] == "UploadComplete"
+    assert sf.delete(f"jobs/ingest/{job_id}").status_code == 204
+    assert sf.get(f"jobs/ingest/{job_id}").status_code == 404
+    time.sleep(6)
+    assert not [r for r in admin.records("Account") if r["Name"] == "Deleted before it ran"]
+
+
+def test_upload_complete_answers_upload_complete_however_fast_the_job_runs(sf: SalesforceHttp) -> None:
+    """The answer is the state the call set, never a later one (processing starts at once here)."""
+    for i in range(20):
+        job_id = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
+        assert sf.http.put(sf.path(f"jobs/ingest/{job_id}/batches"), content=f"Name\nFast {i}\n".encode(),
+                           headers=CSV).status_code == 201  # fmt: skip
+        assert sf.patch(f"jobs/ingest/{job_id}", json={"state": "UploadComplete"}).json()["state"] == "UploadComplete"
+
+
+def test_a_row_error_without_fields_ends_in_colon_dashes(sf: SalesforceHttp) -> None:
+    """``CODE:message:--`` when Salesforce names no field (``CODE:message:Field --`` when it does)."""
+    created = sf.post("sobjects/Account", json={"Name": "Soon deleted"}).json()["id"]
+    assert sf.delete(f"sobjects/Account/{created}").status_code == 204
+    job_id, info = _ingest(sf, f"Id,Name\n{created},Renamed\n", operation="update")
+    assert info["numberRecordsFailed"] == 1
+    (row,) = _rows(sf.get(f"jobs/ingest/{job_id}/failedResults").text)[1:]
+    assert row[1] == "ENTITY_IS_DELETED:entity is deleted:--", row
+    job_id, _ = _ingest(sf, "Name,Industry\n,Energy\n")
+    (row,) = _rows(sf.get(f"jobs/ingest/{job_id}/failedResults").text)[1:]
+    assert row[1].startswith("REQUIRED_FIELD_MISSING:") and row[1].endswith(":Name --"), row
 
 
 def test_item58_list_jobs_pages_and_filters(sf: SalesforceHttp) -> None:
