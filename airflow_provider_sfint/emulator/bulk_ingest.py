@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dml import MultipleMatches, ValueTypeError, Writer, coerce, sf_trim
 from .errors import ApiError, RecordError
+from .ids import to18
 from .schema import FieldDef, ObjectDef
 
 if TYPE_CHECKING:
@@ -126,18 +127,25 @@ class IngestRun:
         deferred = job.operation == "insert" and not self.obj.is_event
         self._matches = None
         names = [f.name if f is not None and kind == "field" else "" for kind, f, _ in columns]
+        # rows sharing a key in one batch all fail (never applied one after the other), and stay out of the
+        # upsert's prefetch and the deferred inserts
+        repeated = self._repeated(batch, columns)
+        clean = [entry for pos, entry in enumerate(batch) if pos not in repeated] if repeated else batch
         with em.store.transaction():
             em.events.bulk_transaction()
             if deferred:  # validated row by row as REST does; inserted together at the end of the batch
                 writer.begin_deferred(self.obj, [dict(zip(names, row, strict=False)) for _, row in batch], len(batch))
             elif job.operation == "upsert":
-                creates = self._prefetch_upsert(batch, columns)
+                creates = self._prefetch_upsert(clean, columns)
                 if creates is not None:  # new records are inserted together, as for insert
                     deferred = True
                     writer.begin_deferred(
                         self.obj, [dict(zip(names, row, strict=False)) for row in creates], len(creates)
                     )
-            for _, row in batch:
+            for pos, (_, row) in enumerate(batch):
+                if pos in repeated:
+                    results.append((False, ["", repeated[pos], *row]))
+                    continue
                 parent = row[parent_col] if parent_col is not None and len(row) == len(columns) else ""
                 if parent and parent in locked_parents:
                     results.append(
@@ -187,6 +195,46 @@ class IngestRun:
     def _ext_key(self, ext: FieldDef, value: Any) -> Any:
         value = coerce(ext, value)
         return value.lower() if isinstance(value, str) and not ext.case_sensitive else value
+
+    def _repeated(
+        self, batch: list[tuple[int, list[str]]], columns: list[tuple[str, FieldDef | None, Any]]
+    ) -> dict[int, str]:
+        """The positions of rows whose key (the Id of an update or delete, the external id of an upsert) another
+        row of the batch repeats, with the error each fails with: Salesforce fails them all rather than applying
+        them in an order it does not promise."""
+        op = self.job.operation
+        key_field = self.obj.field(self.job.external_id or "") if op == "upsert" else self.obj.field("Id")
+        if op not in ("upsert", "update", "delete", "hardDelete") or key_field is None:
+            return {}
+        at = next((i for i, (kind, f, _) in enumerate(columns) if kind == "field" and f is key_field), None)
+        if at is None:
+            return {}
+        positions: dict[Any, list[int]] = {}
+        for pos, (_, row) in enumerate(batch):
+            if len(row) != len(columns) or not row[at]:
+                continue
+            value = row[at]
+            if key_field.name == "Id":
+                key: Any = to18(value) or value
+            else:
+                try:
+                    key = self._ext_key(key_field, value)
+                except ValueTypeError:
+                    continue  # the row fails on its value anyway
+            positions.setdefault(key, []).append(pos)
+        out: dict[int, str] = {}
+        for found in positions.values():
+            if len(found) < 2:
+                continue
+            for pos in found:
+                value = batch[pos][1][at]
+                if op == "upsert" and key_field.name != "Id":
+                    message = f"Duplicate external id specified: {value}"
+                    error = sf_error("DUPLICATE_EXTERNAL_ID", message, [key_field.name])
+                else:
+                    error = sf_error("DUPLICATE_VALUE", f"Duplicate id in list: {value}", None)
+                out[pos] = error
+        return out
 
     def _prefetch_upsert(
         self, batch: list[tuple[int, list[str]]], columns: list[tuple[str, FieldDef | None, Any]]

@@ -455,11 +455,18 @@ def register(router: Router, em: Emulator) -> None:
     def collections_update(req: Req) -> Resp:
         records, all_or_none = collection_records(req)
         writer = em.writer(req)
+        ids = [next((v for k, v in rec.items() if k.lower() == "id"), None) for rec in records]
+        counts: dict[str, int] = {}
+        for value in ids:
+            if value:
+                counts[to18(str(value)) or str(value)] = counts.get(to18(str(value)) or str(value), 0) + 1
 
         def op(rec: dict[str, Any]) -> dict[str, Any]:
             record_id = next((v for k, v in rec.items() if k.lower() == "id"), None)
             if not record_id:
                 raise RecordError("MISSING_ARGUMENT", "Id not specified in an update call", [])
+            if counts.get(to18(str(record_id)) or str(record_id), 0) > 1:  # every copy fails, none applies
+                raise RecordError("DUPLICATE_VALUE", f"Duplicate id in list: {record_id}", [])
             obj = record_type(rec)
             body = {k: v for k, v in rec.items() if k.lower() != "id"}
             return {"id": writer.update(obj, str(record_id), body), "success": True, "errors": []}

@@ -439,8 +439,8 @@ def test_custom_lookup_by_external_id_and_case_numbers(sf: SalesforceHttp, admin
 
 
 def test_upsert_batches_match_like_row_by_row_upserts(sf: SalesforceHttp, admin: Admin) -> None:
-    """A batch's external ids are looked up together: case-insensitive matches update, new ones create,
-    and an id repeated within one batch still applies in order (create, then update)."""
+    """A batch's external ids are looked up together: case-insensitive matches update, new ones create; an id
+    repeated within one batch (in any case) fails every row that carries it, and none of them is applied."""
     (existing,) = admin.load("Account", [{"Name": "Before", "External_Id__c": "UPB-1"}])
     body = "External_Id__c,Name\nupb-1,Matched case-insensitively\nUPB-2,Created\nUPB-3,First\n"
     job, info = _ingest(sf, body, object="Account", operation="upsert", externalIdFieldName="External_Id__c")
@@ -450,11 +450,50 @@ def test_upsert_batches_match_like_row_by_row_upserts(sf: SalesforceHttp, admin:
     assert results["Created"][1] == results["First"][1] == "true"
     job, info = _ingest(
         sf,
-        "External_Id__c,Name\nUPB-4,One\nUPB-4,Two\n",
+        "External_Id__c,Name\nUPB-4,One\nupb-4,Two\nUPB-5,Alone\n",
         object="Account",
         operation="upsert",
         externalIdFieldName="External_Id__c",
     )
-    assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (2, 0)
-    named = {r["Name"] for r in admin.records("Account") if r.get("External_Id__c") == "UPB-4"}
-    assert named == {"Two"}
+    assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (3, 2)
+    failed = _rows(sf.get(f"jobs/ingest/{job}/failedResults").text)[1:]
+    assert sorted(r[1] for r in failed) == [
+        "DUPLICATE_EXTERNAL_ID:Duplicate external id specified: UPB-4:External_Id__c --",
+        "DUPLICATE_EXTERNAL_ID:Duplicate external id specified: upb-4:External_Id__c --",
+    ]
+    assert not [r for r in admin.records("Account") if str(r.get("External_Id__c")).lower() == "upb-4"]
+    assert [r["Name"] for r in admin.records("Account") if r.get("External_Id__c") == "UPB-5"] == ["Alone"]
+
+
+def test_an_id_repeated_in_an_update_or_delete_batch_fails_every_copy(sf: SalesforceHttp, admin: Admin) -> None:
+    a, b = admin.load("Account", [{"Name": "Repeated"}, {"Name": "Once"}])
+    body = f"Id,Name\n{a},First\n{a[:15]},Second\n{b},Renamed\n"  # the 15-character form is the same record
+    job, info = _ingest(sf, body, operation="update")
+    assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (3, 2)
+    failed = _rows(sf.get(f"jobs/ingest/{job}/failedResults").text)[1:]
+    assert sorted(r[1] for r in failed) == sorted(f"DUPLICATE_VALUE:Duplicate id in list: {i}:--" for i in (a, a[:15]))
+    names = {r["Id"]: r["Name"] for r in admin.records("Account")}
+    assert names[a] == "Repeated" and names[b] == "Renamed"
+    _, info = _ingest(sf, f"Id\n{a}\n{a}\n", operation="delete")
+    assert info["numberRecordsFailed"] == 2
+    assert not next(r for r in admin.records("Account") if r["Id"] == a)["IsDeleted"]
+
+
+def test_an_external_id_two_records_share_fails_the_upsert_on_bulk_and_collections(
+    sf: SalesforceHttp, admin: Admin
+) -> None:
+    """Email is an idLookup field but not unique: two Contacts may share one, and an upsert on it then fails with
+    Salesforce's "more than one record found" (REST answers 300 with the records' URLs: test_rest.py)."""
+    twins = admin.load("Contact", [{"LastName": "Twin", "Email": "pair@example.com"}] * 2)
+    job, info = _ingest(
+        sf, "Email,LastName\npair@example.com,Upserted\n", object="Contact", operation="upsert",
+        externalIdFieldName="Email",
+    )  # fmt: skip
+    assert info["numberRecordsFailed"] == 1
+    (row,) = _rows(sf.get(f"jobs/ingest/{job}/failedResults").text)[1:]
+    assert row[1].startswith("DUPLICATE_EXTERNAL_ID:Email: more than one record found for external id field: ")
+    assert all(t in row[1] for t in twins) and row[1].endswith(":Email --")
+    records = [{"attributes": {"type": "Contact"}, "Email": "pair@example.com", "LastName": "Again"}]
+    (result,) = sf.patch("composite/sobjects/Contact/Email", json={"records": records}).json()
+    assert not result["success"] and result["errors"][0]["statusCode"] == "DUPLICATE_EXTERNAL_ID"
+    assert {r["LastName"] for r in admin.records("Contact") if r["Id"] in twins} == {"Twin"}

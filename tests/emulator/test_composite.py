@@ -281,6 +281,22 @@ def test_item43_collections_update_without_id(sf: SalesforceHttp) -> None:
     ]
 
 
+def test_a_collections_update_repeating_an_id_fails_every_copy(sf: SalesforceHttp, admin: Admin) -> None:
+    a, b = admin.load("Account", [{"Name": "Repeated"}, {"Name": "Once"}])
+    records = [
+        {"attributes": {"type": "Account"}, "id": a, "Name": "First"},
+        {"attributes": {"type": "Account"}, "id": b, "Name": "Renamed"},
+        {"attributes": {"type": "Account"}, "id": a[:15], "Name": "Second"},
+    ]
+    out = sf.patch("composite/sobjects", json={"records": records}).json()
+    assert [r["success"] for r in out] == [False, True, False]
+    assert out[0]["errors"] == [
+        {"statusCode": "DUPLICATE_VALUE", "message": f"Duplicate id in list: {a}", "fields": []}
+    ]
+    names = {r["Id"]: r["Name"] for r in admin.records("Account")}
+    assert names[a] == "Repeated" and names[b] == "Renamed"
+
+
 def test_item44_collections_upsert_type_mismatch_and_old_version(sf: SalesforceHttp) -> None:
     r = sf.patch(
         "composite/sobjects/Account/External_Id__c",
