@@ -33,6 +33,8 @@ DATETIME_RE = re.compile(
 )
 TEXT_FIELD_TYPES = frozenset({"string", "textarea", "picklist", "multipicklist", "email", "phone", "url"})
 DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})Z?$")
+#: the dateTime forms Salesforce documents for writes: a T, seconds, optional milliseconds, Z or an offset
+WRITE_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:?\d{2})$")
 
 
 def sf_trim(value: str) -> str | None:
@@ -161,26 +163,23 @@ def coerce(f: FieldDef, value: Any) -> Any:
                 [f.name],
             )
         return number
-    if t == "date":
+    if t == "date":  # YYYY-MM-DD only: a datetime in a date field fails, as on Salesforce
         if not isinstance(value, str):
             raise ValueTypeError(f, value)
         m = DATE_RE.match(value.strip())
-        parsed = parse_datetime(value) if not m else None
-        if m:
-            try:
-                return date(int(m[1]), int(m[2]), int(m[3])).isoformat()
-            except ValueError:
-                raise ValueTypeError(f, value) from None
-        if parsed is None:
+        if not m:
             raise ValueTypeError(f, value)
-        return parsed.date().isoformat()
-    if t == "datetime":
-        if not isinstance(value, str):
+        try:
+            return date(int(m[1]), int(m[2]), int(m[3])).isoformat()
+        except ValueError:
+            raise ValueTypeError(f, value) from None
+    if t == "datetime":  # the documented forms only: no space separator, no bare date, a zone required
+        if not isinstance(value, str) or not WRITE_DATETIME_RE.match(value.strip()):
             raise ValueTypeError(f, value)
         parsed = parse_datetime(value)
         if parsed is None:
             raise ValueTypeError(f, value)
-        return storage_datetime(parsed)
+        return storage_datetime(parsed.replace(microsecond=0))  # stored in whole seconds, as orgs return them
     if t == "time":
         if not isinstance(value, str) or not re.match(r"^\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?Z?$", value):
             raise ValueTypeError(f, value)

@@ -497,3 +497,43 @@ def test_an_external_id_two_records_share_fails_the_upsert_on_bulk_and_collectio
     (result,) = sf.patch("composite/sobjects/Contact/Email", json={"records": records}).json()
     assert not result["success"] and result["errors"][0]["statusCode"] == "DUPLICATE_EXTERNAL_ID"
     assert {r["LastName"] for r in admin.records("Contact") if r["Id"] in twins} == {"Twin"}
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "soap_type"),
+    [
+        ("Shipped_At__c", "2026-01-02 10:00:00Z", "xsd:dateTime"),  # a space, not a T
+        ("Shipped_At__c", "2026-01-02", "xsd:dateTime"),  # a date for a datetime
+        ("Shipped_At__c", "2026-01-02T10:00:00", "xsd:dateTime"),  # no zone
+        ("Order_Date__c", "2026-01-02T10:00:00Z", "xsd:date"),  # a datetime for a date
+        ("Amount__c", "1,250.00", "xsd:double"),  # a thousands separator
+    ],
+)
+def test_values_in_forms_salesforce_refuses_fail_the_row(
+    sf: SalesforceHttp, admin: Admin, column: str, value: str, soap_type: str
+) -> None:
+    body = f'External_Id__c,{column}\nSTRICT-1,"{value}"\n'
+    job, info = _ingest(sf, body, object="ERP_Order__c")
+    assert info["numberRecordsFailed"] == 1
+    (row,) = _rows(sf.get(f"jobs/ingest/{job}/failedResults").text)[1:]
+    assert row[1] == (
+        f"INVALID_FIELD:Failed to deserialize field at col 1. Due to, '{value}' is not a valid value for the type "
+        f"{soap_type}:{column} --"
+    ), row[1]
+    assert not [r for r in admin.records("ERP_Order__c") if r["External_Id__c"] == "STRICT-1"]
+
+
+def test_datetimes_in_the_documented_forms_are_stored_in_whole_seconds(sf: SalesforceHttp) -> None:
+    body = (
+        "External_Id__c,Shipped_At__c\nDT-1,2026-01-02T10:00:00.789Z\nDT-2,2026-01-02T12:00:00+02:00\n"
+        "DT-3,2026-01-02T10:00:00.5-0130\n"
+    )
+    _, info = _ingest(sf, body, object="ERP_Order__c")
+    assert info["numberRecordsFailed"] == 0
+    rows = sf.query("SELECT External_Id__c, Shipped_At__c FROM ERP_Order__c WHERE External_Id__c LIKE 'DT-%'")
+    got = {r["External_Id__c"]: r["Shipped_At__c"] for r in rows.json()["records"]}
+    assert got == {
+        "DT-1": "2026-01-02T10:00:00.000+0000",
+        "DT-2": "2026-01-02T10:00:00.000+0000",
+        "DT-3": "2026-01-02T11:30:00.000+0000",
+    }

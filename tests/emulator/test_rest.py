@@ -380,3 +380,14 @@ def test_bad_requests_get_salesforce_json_errors(sf: SalesforceHttp) -> None:
         assert r.headers["content-type"].startswith("application/json")
         body = r.json()
         assert isinstance(body, list) and {"message", "errorCode"} <= set(body[0])
+
+
+def test_rest_refuses_a_datetime_outside_the_documented_forms(sf: SalesforceHttp) -> None:
+    bad = sf.post("sobjects/ERP_Order__c", json={"External_Id__c": "R-DT", "Shipped_At__c": "2026-01-02 10:00:00"})
+    assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "JSON_PARSER_ERROR"
+    assert "dateTime" in bad.json()[0]["message"]
+    body = {"External_Id__c": "R-DT", "Shipped_At__c": "2026-01-02T10:00:00.250Z"}
+    good = sf.post("sobjects/ERP_Order__c", json=body)
+    assert good.status_code == 201
+    stored = sf.get(f"sobjects/ERP_Order__c/{good.json()['id']}").json()["Shipped_At__c"]
+    assert stored == "2026-01-02T10:00:00.000+0000"
