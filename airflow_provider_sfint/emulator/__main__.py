@@ -7,7 +7,15 @@ import json
 import socket
 from pathlib import Path
 
-from .app import ADMIN_PASSWORD, ADMIN_USERNAME, CLIENT_ID, CLIENT_SECRET, DEFAULT_REFRESH_TOKEN, Emulator
+from .app import (
+    ADMIN_PASSWORD,
+    ADMIN_SECURITY_TOKEN,
+    ADMIN_USERNAME,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    DEFAULT_REFRESH_TOKEN,
+    Emulator,
+)
 from .schema import load_org
 
 EPILOG = f"""
@@ -16,6 +24,7 @@ default credentials:
   connected app client secret  {CLIENT_SECRET}
   user                         {ADMIN_USERNAME}
   password (password flow)     {ADMIN_PASSWORD}  (the flow is off unless --enable-password-flow)
+  security token (SOAP login)  {ADMIN_SECURITY_TOKEN}  (appended to the password: POST /services/Soap/u/<version>)
   refresh token                {DEFAULT_REFRESH_TOKEN}
   JWT bearer                   register a certificate with --jwt-cert PEM; aud https://login.salesforce.com
 

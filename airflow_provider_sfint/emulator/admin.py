@@ -154,7 +154,7 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
             return _bad(f"unknown user {username!r}")
         from .app import CLIENT_ID
 
-        token = em.auth._mint(username, CLIENT_ID, em.org_id)
+        token = em.auth.mint(username, CLIENT_ID, em.org_id)
         return _ok({"access_token": token, "user_id": em.auth.users[username]})
     if head == "refresh-tokens" and method == "POST":
         from .app import CLIENT_ID

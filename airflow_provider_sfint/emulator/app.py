@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import admin, bulk, composite, rest
+from . import admin, bulk, composite, rest, soap
 from .auth import Authority, AuthSettings, ConnectedApp, load_public_key
 from .clock import Clock, storage_datetime
 from .dml import Writer
@@ -52,6 +52,8 @@ CLIENT_ID = "sfint-emulator"
 CLIENT_SECRET = "sfint-emulator-secret"
 ADMIN_USERNAME = "admin@sfint.emulator"
 ADMIN_PASSWORD = "sfint-emulator-password"
+#: appended to the admin's password for the SOAP API's login call, as a security token is on a real org
+ADMIN_SECURITY_TOKEN = "sfintSecurityToken0"
 INTEGRATION_USERNAME = "integration@sfint.emulator"
 UNAPPROVED_USERNAME = "unapproved@sfint.emulator"
 DEFAULT_REFRESH_TOKEN = "sfint-emulator-refresh-token"
@@ -147,7 +149,7 @@ class Emulator:
             record_id = make_id(user.key_prefix, n)
             if keep:
                 self.user_ids[username] = record_id
-                self.auth.add_user(username, record_id, ADMIN_PASSWORD if username == ADMIN_USERNAME else None)
+                self.auth.add_user(username, record_id, *_admin_secrets(username))
                 continue
             self.store.insert_many(
                 user,
@@ -196,7 +198,7 @@ class Emulator:
                 ],
             )
             self.user_ids[username] = record_id
-            self.auth.add_user(username, record_id, ADMIN_PASSWORD if username == ADMIN_USERNAME else None)
+            self.auth.add_user(username, record_id, *_admin_secrets(username))
         self.auth.add_app(
             ConnectedApp(
                 CLIENT_ID, CLIENT_SECRET, INTEGRATION_USERNAME, self.jwt_keys, {ADMIN_USERNAME, INTEGRATION_USERNAME}
@@ -264,6 +266,9 @@ class Emulator:
                 return await admin.handle(self, request)
             if path == "/services/oauth2/token":
                 return await self._token(request)
+            soap_path = soap.PATH_RE.match(path)
+            if soap_path is not None:
+                return await soap.login(self, request, soap_path.group(1))
             if path == "/services/oauth2/revoke":
                 return await self._revoke(request)
             if path.startswith("/id/"):
@@ -583,3 +588,8 @@ def parse_datetime_arg(text: str) -> datetime:
     if parsed is None:
         raise ValueError(f"not an ISO datetime: {text!r}")
     return parsed
+
+
+def _admin_secrets(username: str) -> tuple[str | None, str | None]:
+    """The password and security token a user signs in with (the admin only; the others use OAuth)."""
+    return (ADMIN_PASSWORD, ADMIN_SECURITY_TOKEN) if username == ADMIN_USERNAME else (None, None)

@@ -65,6 +65,7 @@ class Authority:
         self.apps: dict[str, ConnectedApp] = {}
         self.users: dict[str, str] = {}  # username -> user id
         self.passwords: dict[str, str] = {}
+        self.security_tokens: dict[str, str] = {}  # username -> the token appended to the password (SOAP login)
         self.refresh_tokens: dict[str, tuple[str, str]] = {}  # token -> (username, client_id)
         self.tokens: dict[str, Token] = {}
         self.issued: deque[str] = deque(maxlen=10_000)  # every access token minted (admin API; secret scans)
@@ -76,10 +77,14 @@ class Authority:
     def add_app(self, app: ConnectedApp) -> None:
         self.apps[app.client_id] = app
 
-    def add_user(self, username: str, user_id: str, password: str | None = None) -> None:
+    def add_user(
+        self, username: str, user_id: str, password: str | None = None, security_token: str | None = None
+    ) -> None:
         self.users[username.lower()] = user_id
         if password:
             self.passwords[username.lower()] = password
+        if security_token:
+            self.security_tokens[username.lower()] = security_token
 
     def issue_refresh_token(self, username: str, client_id: str, token: str | None = None) -> str:
         token = token or "5Aep" + secrets.token_urlsafe(48)
@@ -88,7 +93,7 @@ class Authority:
 
     # --- tokens ---------------------------------------------------------------------------------
 
-    def _mint(self, username: str, client_id: str, org_id: str) -> str:
+    def mint(self, username: str, client_id: str, org_id: str) -> str:
         token = f"{org_id[:15]}!AQ{secrets.token_urlsafe(72)}"
         with self._lock:
             self.tokens[token] = Token(self.users[username.lower()], username, client_id, self.clock())
@@ -173,7 +178,7 @@ class Authority:
             include_issued = True
         else:
             raise OAuthError("unsupported_grant_type", "grant type not supported")
-        token = self._mint(username, client_id, org_id)
+        token = self.mint(username, client_id, org_id)
         user_id = self.users[username.lower()]
         body: dict[str, Any] = {
             "access_token": token,
