@@ -273,6 +273,8 @@ class Emulator:
                 return await self._revoke(request)
             if path.startswith("/id/"):
                 return await self._identity(request)
+            if path == "/services/oauth2/userinfo":
+                return self._userinfo(request)
             if path == "/lightning/setup/AsyncApiJobStatus/page":
                 return self._job_page(request)
             if path.rstrip("/") == "/services/data":
@@ -366,6 +368,38 @@ class Emulator:
                 "username": info.username,
                 "active": True,
                 "user_type": "STANDARD",
+            },
+        )
+
+    def _userinfo(self, request: Request) -> Response:
+        """OpenID Connect userinfo (``GET /services/oauth2/userinfo``) for the token's user: the keys of the
+        recorded answer, in its order, after the standard claims."""
+        info = self.auth.check(_bearer(request))
+        if info is None:
+            return Response("Bad_OAuth_Token", status_code=403, media_type="text/plain")
+        self.count("GET oauth2/userinfo")
+        record = self.store.get(self.org.objects["User"], info.user_id) or {}
+        base = self.base_url(request)
+        return _json(
+            200,
+            {
+                "sub": f"{base}/id/{self.org_id}/{info.user_id}",
+                "name": " ".join(str(record.get(k) or "") for k in ("FirstName", "LastName")).strip(),
+                "preferred_username": info.username,
+                "email": str(record.get("Email") or info.username),
+                "organization_id": self.org_id,
+                "user_id": info.user_id,
+                "email_verified": True,
+                "zoneinfo": "UTC",
+                "address": {"country": "US"},
+                "is_salesforce_integration_user": False,
+                "urls": {},
+                "active": True,
+                "user_type": "STANDARD",
+                "language": "en_US",
+                "locale": "en_US",
+                "utcOffset": 0,
+                "updated_at": str(record.get("LastModifiedDate") or "2026-01-01T00:00:00.000Z")[:19] + "Z",
             },
         )
 

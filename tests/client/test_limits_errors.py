@@ -90,6 +90,13 @@ def test_recorded_error_bodies_parse(recorded: Path) -> None:
         ("unknown-field.json", 400, sobjects, RecordValidationError, "INVALID_FIELD"),
         ("unknown-object.json", 400, query, QueryError, "INVALID_TYPE"),
         ("invalid-field-upsert.json", 400, sobjects, RecordValidationError, "INVALID_FIELD_FOR_INSERT_UPDATE"),
+        (
+            "metadata/write/err-duplicate-permission-assignment.json",
+            400,
+            "/services/data/v60.0/sobjects/PermissionSetAssignment",
+            SalesforceError,
+            "DUPLICATE_VALUE",
+        ),
         ("crm/delete/not-found.json", 404, sobjects, NotFoundError, "ENTITY_IS_DELETED"),
         (
             "batch/create/contacts/err-bad-request.json",
@@ -105,10 +112,16 @@ def test_recorded_error_bodies_parse(recorded: Path) -> None:
         assert exc.error_code == code, name
     upsert = error_from_response(400, _load(recorded, "invalid-field-upsert.json"), method="PATCH", path=sobjects)
     assert upsert.fields == ["MasterRecordId"]
+    duplicate = error_from_response(
+        400, _load(recorded, "metadata/write/err-duplicate-permission-assignment.json"), method="POST", path=sobjects
+    )
+    assert duplicate.fields == ["AssigneeId", "PermissionSetId"]
+    assert "Duplicate PermissionSetAssignment" in str(duplicate)
 
 
 def test_recorded_query_bodies_parse_and_flatten(recorded: Path) -> None:
     for name in (
+        "metadata/write/permission-set.json",
         "read-opportunity-with-account.json",
         "read-opportunity-with-contacts.json",
         "read-list-contacts.json",
