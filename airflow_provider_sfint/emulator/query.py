@@ -20,6 +20,8 @@ from .store import Store
 
 CURSOR_IDLE_SECONDS = 15 * 60
 MAX_CURSORS = 200
+#: "A user can have up to 10 query cursors open at a time": opening an 11th closes the least recently used
+MAX_CURSORS_PER_USER = 10
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Cursor:
     version: str
     resource: str
     touched: float
+    user: str = ""
 
 
 def clamp_batch_size(header: str | None) -> int:
@@ -59,7 +62,7 @@ class QueryEngine:
 
     # --- entry points ---------------------------------------------------------------------------
 
-    def run(self, soql: str, version: str, include_deleted: bool, batch_size: int) -> str:
+    def run(self, soql: str, version: str, include_deleted: bool, batch_size: int, user: str = "") -> str:
         cq = self.compile(soql, include_deleted)
         resource = "queryAll" if include_deleted else "query"
         if cq.count_only:
@@ -74,7 +77,7 @@ class QueryEngine:
             return f'{{"totalSize":{len(records)},"done":true,"records":[{",".join(records)}]}}'
         _, rid_rows = self.store.query(cq.sql(select=f"{cq.alias}.rid", paged=True), cq.all_params())
         rids = array("q", (r[0] for r in rid_rows))
-        cursor = Cursor(cq, rids, version, resource, time.monotonic())
+        cursor = Cursor(cq, rids, version, resource, time.monotonic(), user)
         return self._page(cursor, None, 0, batch_size)
 
     def more(self, locator: str, version: str, batch_size: int) -> str:
@@ -111,6 +114,10 @@ class QueryEngine:
                 cursor_id = make_id("01g", self._counter)
                 self._cursors[cursor_id] = cursor
                 self._expire()
+                if cursor.user:
+                    mine = [k for k, c in self._cursors.items() if c.user == cursor.user]
+                    for key in mine[: max(0, len(mine) - MAX_CURSORS_PER_USER)]:
+                        del self._cursors[key]
         url = f"/services/data/v{cursor.version}/{cursor.resource}/{cursor_id}-{end}"
         return f'{{"totalSize":{total},"done":false,"nextRecordsUrl":"{url}","records":[{",".join(records)}]}}'
 

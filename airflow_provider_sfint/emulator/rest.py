@@ -105,7 +105,7 @@ def register(router: Router, em: Emulator) -> None:
         if soql is None:
             raise ApiError(400, "MALFORMED_QUERY", "The q parameter is required for a query")
         batch = clamp_batch_size(req.headers.get("sforce-query-options"))
-        return Resp(200, em.queries.run(soql, req.version, include_deleted, batch))
+        return Resp(200, em.queries.run(soql, req.version, include_deleted, batch, user=req.user_id))
 
     def query_more(req: Req) -> Resp:
         batch = clamp_batch_size(req.headers.get("sforce-query-options"))

@@ -391,3 +391,18 @@ def test_rest_refuses_a_datetime_outside_the_documented_forms(sf: SalesforceHttp
     assert good.status_code == 201
     stored = sf.get(f"sobjects/ERP_Order__c/{good.json()['id']}").json()["Shipped_At__c"]
     assert stored == "2026-01-02T10:00:00.000+0000"
+
+
+def test_an_eleventh_open_cursor_closes_the_least_recently_used(sf: SalesforceHttp, admin: Admin) -> None:
+    """At most 10 query cursors per user: the 11th query with more pages closes the oldest, whose locator then
+    answers INVALID_QUERY_LOCATOR; another user's cursors are not touched."""
+    headers = {"Sforce-Query-Options": "batchSize=200"}
+    with SalesforceHttp(sf.url, admin.token("admin@sfint.emulator")) as other:  # sf runs as the integration user
+        theirs = other.query("SELECT Id FROM Contact", headers=headers).json()["nextRecordsUrl"]
+        first = [sf.query("SELECT Id FROM Contact", headers=headers).json()["nextRecordsUrl"] for _ in range(10)]
+        assert sf.http.get(sf.url + first[0]).status_code == 200  # used: now the most recent
+        sf.query("SELECT Id FROM Contact", headers=headers)  # the 11th
+        closed = sf.http.get(sf.url + first[1])
+        assert closed.status_code == 400 and closed.json()[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+        assert all(sf.http.get(sf.url + url).status_code == 200 for url in [first[0], *first[2:]])
+        assert other.http.get(other.url + theirs).status_code == 200
