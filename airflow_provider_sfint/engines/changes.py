@@ -348,23 +348,28 @@ class ChangeEventsEngine:
             "commit_user": event.commit_user,
             "change_origin": event.change_origin,
         }
+        self._fill(row, event.entity, event.schema_id, f"change event {event.replay_id.hex()}", values)
+        return row
+
+    def _fill(self, row: dict[str, Any], entity: str, schema_id: str, what: str, values: dict[str, Any]) -> None:
+        """Put the event's values into ``row`` under their columns, typed. A field added since describe was read
+        (the event's schema changed mid-run) reads describe again, so the part gains the column (null in earlier
+        rows) instead of dropping the value."""
+        cols = self.columns(entity, schema_id)
         for name, value in values.items():
             column = cols.column(name)
             if column is None and value is not None:
-                # a field added since describe was read (the event's schema changed mid-run): read it again, so
-                # the part gains the column (null in earlier rows) instead of dropping the value
-                self._columns.pop(event.entity, None)
-                self._kept.pop(event.entity, None)
-                cols = self.columns(event.entity, event.schema_id)
+                self._columns.pop(entity, None)
+                self._kept.pop(entity, None)
+                cols = self.columns(entity, schema_id)
                 column = cols.column(name)
                 if column is None:
                     raise ValueError(
-                        f"{event.entity} change event {event.replay_id.hex()} carries {name!r}, which describe does "
-                        "not list: the output has no column for it"
+                        f"{entity} {what} carries {name!r}, which describe does not list: the output has no column "
+                        "for it"
                     )
             if column is not None:
                 row[column] = cols.typed(column, value)
-        return row
 
     def _heal(self, event: ChangeEvent) -> list[dict[str, Any]]:
         """Gap rows: the listed records read again, with every current value (``GAP_DELETE`` when gone)."""
@@ -387,29 +392,14 @@ class ChangeEventsEngine:
         return rows
 
     def _event_row(self, event: PlatformEvent) -> dict[str, Any]:
-        cols = self.columns(event.name, event.schema_id)
         row: dict[str, Any] = {
             "replay_id": event.replay_id.hex(),
             "event_uuid": event.event_uuid or event.event_id,
             "created_date": event.created_date,
             "created_by_id": event.values.get("CreatedById"),
         }
-        for name, value in event.values.items():
-            if name in EVENT_SKIPPED:
-                continue
-            column = cols.column(name)
-            if column is None and value is not None:  # a field added since describe was read: read it again
-                self._columns.pop(event.name, None)
-                self._kept.pop(event.name, None)
-                cols = self.columns(event.name, event.schema_id)
-                column = cols.column(name)
-                if column is None:
-                    raise ValueError(
-                        f"{event.name} event {event.replay_id.hex()} carries {name!r}, which describe does not "
-                        "list: the output has no column for it"
-                    )
-            if column is not None:
-                row[column] = cols.typed(column, value)
+        values = {k: v for k, v in event.values.items() if k not in EVENT_SKIPPED}
+        self._fill(row, event.name, event.schema_id, f"event {event.replay_id.hex()}", values)
         return row
 
     def rows(self, events: list[Any]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:

@@ -418,8 +418,10 @@ def test_a_rerun_after_success_queries_again(
     assert len(_jobs(emulator_url, "query")) == 3
 
 
+@pytest.mark.parametrize("kind", ["changes", "events"])
 @pytest.mark.parametrize("point", CHANGES)
-def test_platform_events_killed_at_a_crash_point(
+def test_event_readers_killed_at_a_crash_point(
+    kind: str,
     point: str,
     execution_api: str,
     fresh_org: Admin,
@@ -427,50 +429,28 @@ def test_platform_events_killed_at_a_crash_point(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The platform-event reader killed at the same points: each event in the lake once, by its replay id (the key
-    a delivery onward relies on), and the checkpoint at the last one."""
+    """The change-events task (Account changes) and the platform-event reader (Order_Event__e, published as 30
+    deals are won) killed between writing a part and committing it, between the commit and the checkpoint, and
+    after the checkpoint; Airflow's retry ends with every event in the lake exactly once, by its replay id (the
+    key a delivery onward relies on), and the checkpoint at the last one."""
     from ..operators.conftest import set_connection
 
     grpc_target = emulator_server.grpc_target
     conn = set_connection(monkeypatch, "sfint_crash_events", emulator_server.url, pubsub_endpoint=grpc_target)
     with SalesforceHttp.login(emulator_server.url) as sf:
-        soql = "SELECT Id FROM Opportunity WHERE IsClosed = false LIMIT 30"
-        opps = [o["Id"] for o in sf.query(soql).json()["records"]]
-        records = [{"attributes": {"type": "Opportunity"}, "id": i, "StageName": "Closed Won"} for i in opps]
-        assert all(r["success"] for r in sf.patch("composite/sobjects", json={"records": records}).json())
-    _run("events", tmp_path, monkeypatch, conn, point)
+        if kind == "changes":
+            records = [{"attributes": {"type": "Account"}, "Name": f"Killed {i}"} for i in range(30)]
+            ids = [r["id"] for r in sf.post("composite/sobjects", json={"records": records}).json()]
+        else:
+            soql = "SELECT Id FROM Opportunity WHERE IsClosed = false LIMIT 30"
+            ids = [o["Id"] for o in sf.query(soql).json()["records"]]
+            won = [{"attributes": {"type": "Opportunity"}, "id": i, "StageName": "Closed Won"} for i in ids]
+            assert all(r["success"] for r in sf.patch("composite/sobjects", json={"records": won}).json())
+    _run(kind, tmp_path, monkeypatch, conn, point)
     lake = tmp_path / "lake"
-    rows = [r for part in sorted(lake.glob("Order_Event__e/part-*.parquet")) for r in pq.read_table(part).to_pylist()]
-    assert sorted(r["Opportunity_Id__c"] for r in rows) == sorted(opps)  # every event once
-    assert len({r["replay_id"] for r in rows}) == 30
-    assert not [p for p in lake.rglob("*") if p.is_file() and ".sfint-tmp" in p.name]
-    checkpoint = json.loads((lake / "_sfint_checkpoint.json").read_text())["values"]["checkpoint"]
-    assert checkpoint["replay_id"] == max((r["replay_id"] for r in rows), key=lambda h: int(h, 16))
-
-
-@pytest.mark.parametrize("point", CHANGES)
-def test_change_events_killed_at_a_crash_point(
-    point: str,
-    execution_api: str,
-    fresh_org: Admin,
-    emulator_server: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The change-events task killed between writing a part and committing it, between the commit and the
-    checkpoint, and after the checkpoint; Airflow's retry ends with every event in the lake exactly once and the
-    checkpoint at the last one."""
-    from ..operators.conftest import set_connection
-
-    grpc_target = emulator_server.grpc_target
-    conn = set_connection(monkeypatch, "sfint_crash_events", emulator_server.url, pubsub_endpoint=grpc_target)
-    with SalesforceHttp.login(emulator_server.url) as sf:
-        records = [{"attributes": {"type": "Account"}, "Name": f"Killed {i}"} for i in range(30)]
-        ids = [r["id"] for r in sf.post("composite/sobjects", json={"records": records}).json()]
-    _run("changes", tmp_path, monkeypatch, conn, point)
-    lake = tmp_path / "lake"
-    rows = [r for part in sorted(lake.glob("Account/part-*.parquet")) for r in pq.read_table(part).to_pylist()]
-    assert sorted(r["record_id"] for r in rows) == sorted(ids)  # every event once: none lost, none doubled
+    folder, key = ("Account", "record_id") if kind == "changes" else ("Order_Event__e", "Opportunity_Id__c")
+    rows = [r for part in sorted(lake.glob(f"{folder}/part-*.parquet")) for r in pq.read_table(part).to_pylist()]
+    assert sorted(r[key] for r in rows) == sorted(ids)  # every event once: none lost, none doubled
     assert len({r["replay_id"] for r in rows}) == 30
     assert not [p for p in lake.rglob("*") if p.is_file() and ".sfint-tmp" in p.name]  # no staging left behind
     checkpoint = json.loads((lake / "_sfint_checkpoint.json").read_text())["values"]["checkpoint"]
