@@ -81,7 +81,7 @@ airflow: $(STAMP)
 	$(BIN)/python demo/run_airflow.py
 
 emulator: $(STAMP)
-	$(BIN)/sfint-emulator --seed demo --grpc-port 8766
+	$(BIN)/sfint-emulator --seed demo --grpc-port 8766 $(ARGS)
 
 # Every benchmark, then docs/performance.md and its chart from the results (about 40 minutes on 2 cores).
 bench: $(BENCHES)

@@ -368,11 +368,11 @@ def main() -> None:
         if args.cap_mb:
             if args.cap_rows != args.rows:
                 seed(server, args.cap_rows)
-            server.admin("PUT", "bulk", json={"bandwidth_bytes_per_second": int(args.cap_mb * 1e6)})
+            server.admin("PUT", "timing", json={"download_bytes_per_s": int(args.cap_mb * 1e6)})
             capped = f"{args.cap_rows:,} Accounts, {args.cap_mb:g} MB/s per connection"
             for tool in ("sfint-locator-walk", "sfint-parallel"):
                 rows.append(measure(server, tool, capped))
-            server.admin("PUT", "bulk", json={"bandwidth_bytes_per_second": None})
+            server.admin("PUT", "timing", json={"download_bytes_per_s": None})
         if args.large_rows:
             seed(server, args.large_rows)
             rows.append(measure(server, "sfint", f"{args.large_rows:,} Accounts x {len(FIELDS)} columns"))

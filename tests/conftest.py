@@ -59,11 +59,13 @@ def admin(emulator_url: str) -> Iterator[Admin]:
 @pytest.fixture()
 def fresh_org(admin: Admin) -> Iterator[Admin]:
     """Reset the shared org to the seeded demo state, with no faults and the real time, before and after the test
-    (a reset keeps the clock: a test that moved it must not leave the next one in the future)."""
+    (a reset keeps the clock and the timing profile: a test that moved either must not leave it to the next one)."""
     admin._call("PUT", "clock", json={"offset_seconds": 0})
+    admin._call("PUT", "profile", json={"name": "instant"})
     admin.reset(seed="demo", records=DEMO_RECORDS)
     yield admin
     admin._call("PUT", "clock", json={"offset_seconds": 0})
+    admin._call("PUT", "profile", json={"name": "instant"})
     admin.reset(seed="demo", records=DEMO_RECORDS)
 
 

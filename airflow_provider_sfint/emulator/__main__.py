@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="certificate (or public key) JWT bearer assertions are signed for; repeatable",
     )
+    parser.add_argument(
+        "--profile",
+        choices=["instant", "realistic"],
+        default="instant",
+        help="timing: instant (default, as fast as the machine) or realistic (a typical Enterprise org over the "
+        "internet: API latency, Bulk job durations, bandwidth; see docs/emulator.md)",
+    )
     parser.add_argument("--enable-password-flow", action="store_true", help="allow the username-password flow")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument(
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         jwt_certificates=[Path(p).read_bytes() for p in args.jwt_cert],
         demo_records=args.demo_records,
+        profile=args.profile,
     )
     emulator.auth.settings.password_flow = args.enable_password_flow
     ssl: dict[str, str] = {}

@@ -129,6 +129,16 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
             for key, value in body.items():
                 setattr(settings, key, value)
         return _ok(vars(em.bulk.settings))
+    if head == "timing":
+        if method == "PUT":
+            em.timing.update(body)
+        return _ok({"profile": em.profile.name, **em.timing.as_dict()})
+    if head == "profile":
+        if method == "PUT":
+            from .profile import get_profile
+
+            em.apply_profile(get_profile(str(body.get("name", ""))))
+        return _ok({"profile": em.profile.name, "daily_api_requests": em.limits.api_max, "timing": em.timing.as_dict()})
     if head == "settings":
         if method == "PUT":
             _settings(em, body)

@@ -43,6 +43,7 @@ from .eventbus import EventBus
 from .faults import FaultRule, Faults
 from .ids import make_id, to18
 from .limits import Limits
+from .profile import Profile, fresh_timing, get_profile
 from .query import QueryEngine
 from .routing import JSON, VERSION_RE, Req, Resp, Router
 from .schema import Org, load_org
@@ -81,8 +82,11 @@ class Emulator:
         seed: str = "demo",
         jwt_certificates: list[bytes] | None = None,
         demo_records: int | None = None,
+        profile: str = "instant",
     ) -> None:
         self.org = org or load_org()
+        self.profile = get_profile(profile)
+        self.timing = fresh_timing(self.profile)
         self._tmpdir: str | None = None
         if db_path is None:
             self._tmpdir = tempfile.mkdtemp(prefix="sfint-emulator-")
@@ -131,6 +135,7 @@ class Emulator:
         self.auth = Authority(AuthSettings(extra_audiences=list(self.org.allowed_audiences)), clock=self.clock.time)
         self.limits = Limits()
         self.limits.update(dict(self.org.limits))
+        self.apply_profile(self.profile)
         self.events.limits = self.limits
         self.settings = {"upsert_update_204": False, "instance_url": None}
         self.faults.clear()
@@ -250,6 +255,13 @@ class Emulator:
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
+    def apply_profile(self, profile: Profile) -> None:
+        """Take a profile's timing and daily API allowance (kept across resets until another is applied)."""
+        self.profile = profile
+        self.timing = fresh_timing(profile)
+        if profile.daily_api_requests is not None:
+            self.limits.api_max = profile.daily_api_requests
+
     def count(self, key: str, n: int = 1) -> None:
         with self._counter_lock:
             self.counters[key] += n
@@ -311,6 +323,8 @@ class Emulator:
                 await asyncio.sleep(fault.latency_ms / 1000)
             elif fault.kind in ("503", "500"):
                 return _fault_response(fault)
+        if self.timing.rest_latency_s:
+            await asyncio.sleep(self.timing.rest_latency_s)
         raw = (await request.body()).decode("utf-8", "replace")
         form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
         try:
@@ -330,6 +344,8 @@ class Emulator:
 
     async def _revoke(self, request: Request) -> Response:
         self.count("POST oauth2/revoke")
+        if self.timing.rest_latency_s:
+            await asyncio.sleep(self.timing.rest_latency_s)
         raw = (await request.body()).decode("utf-8", "replace")
         form = {k: v[0] for k, v in parse_qs(raw).items()}
         token = form.get("token") or request.query_params.get("token") or ""
@@ -427,6 +443,8 @@ class Emulator:
                 )
             )
         try:
+            if self.timing.rest_latency_s:
+                await asyncio.sleep(self.timing.rest_latency_s)
             dropped = False
             for fault in self.faults.request_faults(method, path):
                 if fault.kind == "latency":
@@ -439,7 +457,7 @@ class Emulator:
             if method == "PUT" and UPLOAD_RE.match(sub_path):
                 body, upload = b"", await self._stream_to_disk(request)
             else:
-                body = await request.body()
+                body = await self._read_body(request)
             req = Req(
                 method=method,
                 path=sub_path,
@@ -466,9 +484,27 @@ class Emulator:
         folder.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=folder, suffix=".csv")
         with os.fdopen(handle, "wb") as out:
-            async for chunk in request.stream():
+            async for chunk in self._paced_upload(request):
                 out.write(chunk)
         return Path(name)
+
+    async def _read_body(self, request: Request) -> bytes:
+        if not self.timing.upload_bytes_per_s:
+            return await request.body()
+        return b"".join([chunk async for chunk in self._paced_upload(request)])
+
+    async def _paced_upload(self, request: Request) -> AsyncIterator[bytes]:
+        """The request body, read no faster than the per-connection upload bandwidth of the org's timing."""
+        rate = self.timing.upload_bytes_per_s
+        started = time.monotonic()
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if rate:
+                ahead = received / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            yield chunk
 
     def _with_limits(self, response: Response) -> Response:
         response.headers["Sforce-Limit-Info"] = self.limits.limit_info()
@@ -479,8 +515,9 @@ class Emulator:
         data = body.encode("utf-8") if isinstance(body, str) else (body or b"")
         headers = dict(resp.headers)
         headers["Sforce-Limit-Info"] = self.limits.limit_info()
-        if dropped and data and resp.file_parts is None:
-            resp.file_parts = [data]  # the drop fault cuts every body the same way: see _stream_parts
+        bandwidth = resp.bandwidth or self.timing.download_bytes_per_s
+        if (dropped or bandwidth) and data and resp.file_parts is None:
+            resp.file_parts = [data]  # the drop fault cuts every body the same way, paced bodies stream: _stream_parts
         if resp.file_parts is not None:
             gzip_it = "gzip" in request.headers.get("accept-encoding", "").lower()
             length = sum(len(p) if isinstance(p, bytes) else p[2] - p[1] for p in resp.file_parts)
@@ -490,7 +527,7 @@ class Emulator:
             else:
                 headers["Content-Length"] = str(length)
             return StreamingResponse(
-                _stream_parts(resp.file_parts, gzip_it, length if dropped else None, resp.bandwidth),
+                _stream_parts(resp.file_parts, gzip_it, length if dropped else None, bandwidth),
                 status_code=resp.status,
                 headers=headers,
                 media_type=resp.content_type,
@@ -536,21 +573,28 @@ async def _stream_parts(
                     yield chunk
 
     started = time.monotonic()
-    for chunk in pieces():
+    wire = 0  # bytes on the wire (compressed when gzip is on): what the bandwidth cap paces
+
+    async def paced(out: bytes) -> bytes:
+        nonlocal wire
+        wire += len(out)
         if bandwidth:
             # Pace this response to the per-connection cap: sleep until the bytes sent so far are "due".
-            ahead = (sent + len(chunk)) / bandwidth - (time.monotonic() - started)
+            ahead = wire / bandwidth - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
+        return out
+
+    for chunk in pieces():
         if limit is not None and sent + len(chunk) >= limit:
             head = chunk[: max(limit - sent, 0)]
             # A valid prefix of the (possibly compressed) body, then the connection is cut.
             yield compressor.compress(head) + compressor.flush(zlib.Z_SYNC_FLUSH) if compressor else head
             raise ConnectionAbortedError("sfint emulator fault: connection dropped mid-body")
         sent += len(chunk)
-        yield compressor.compress(chunk) if compressor else chunk
+        yield await paced(compressor.compress(chunk) if compressor else chunk)
     if compressor:
-        yield compressor.flush()
+        yield await paced(compressor.flush())
 
 
 def _bearer(request: Request) -> str | None:

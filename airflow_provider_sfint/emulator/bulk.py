@@ -9,6 +9,7 @@ by byte range from an index of row offsets -- the emulator's memory does not gro
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import shutil
 import threading
@@ -34,6 +35,7 @@ from .bulk_jobs import (
 )
 from .errors import ApiError, not_found
 from .ids import make_id, to18
+from .profile import OrgPace, sleep_until
 from .render import csv_renderer
 from .routing import Req, Resp, Router
 from .soql import CompiledQuery
@@ -65,6 +67,7 @@ class Bulk:
         self.counter = 0
         self.lock = threading.Lock()
         self.root = Path(em.data_dir) / "bulk"
+        self.org_pace = OrgPace()
 
     def reset(self) -> None:
         for job in self.jobs.values():
@@ -72,6 +75,7 @@ class Bulk:
         self.jobs.clear()
         shutil.rmtree(self.root, ignore_errors=True)
         self.settings = BulkSettings()
+        self.org_pace.reset()
 
     def folder(self, job: Job) -> Path:
         path = self.root / job.id
@@ -214,16 +218,21 @@ class Bulk:
             threading.Thread(target=self._run_ingest, args=(job,), name=f"ingest-{job.id}", daemon=True).start()
         return Resp.json(200, info)
 
-    def _run_job(self, job: Job, delay: float, work: Callable[[], None]) -> None:
-        """The lifecycle both job kinds share: wait, InProgress, work, then JobComplete or Failed."""
+    def _run_job(
+        self, job: Job, delay: float, work: Callable[[], None], begin: Callable[[], None] | None = None
+    ) -> None:
+        """The lifecycle both job kinds share: wait, ``begin``, InProgress, work, then JobComplete or Failed."""
         started = time.monotonic()
         try:
-            if delay:
-                time.sleep(delay)
+            if delay and not sleep_until(started + delay, job.aborted.is_set):
+                return
             if job.aborted.is_set():
                 return
+            if begin is not None:
+                begin()
             job.state = "InProgress"
             job.modified = self.em.clock.time()
+            job.running_since = time.monotonic()
             work()
             if not job.aborted.is_set() and job.state == "InProgress":
                 job.state = "JobComplete"
@@ -238,7 +247,18 @@ class Bulk:
             job.modified = self.em.clock.time()
 
     def _run_ingest(self, job: Job) -> None:
-        self._run_job(job, self.settings.processing_delay, IngestRun(self, job).run)
+        self._run_job(job, self.em.timing.ingest_startup_s, IngestRun(self, job).run)
+
+    def pace_ingest(self, job: Job, records: int) -> None:
+        """Hold a processed batch back until the org's timing says it is done: the job's own rate and the share
+        of the org's capacity it booked (concurrent jobs share ``ingest_org_rows_per_s``)."""
+        timing = self.em.timing
+        now = time.monotonic()
+        due = now
+        if timing.ingest_rows_per_s:
+            due = job.running_since + (job.processed + records) / timing.ingest_rows_per_s
+        due = max(due, self.org_pace.book(records, timing.ingest_org_rows_per_s, now))
+        sleep_until(due, job.aborted.is_set)
 
     def results(self, req: Req, which: str) -> Resp:
         job = self.job(req, "ingest")
@@ -335,19 +355,33 @@ class Bulk:
         return Resp.json(200, created)
 
     def _run_query(self, job: Job, cq: CompiledQuery) -> None:
+        snapshot: list[Iterator[list[tuple[Any, ...]]]] = []
+
+        def begin() -> None:  # the rows are those committed when the job goes InProgress
+            rows = self._query_rows(cq)
+            snapshot.append(itertools.chain([next(rows, [])], rows))
+
         def work() -> None:
-            self._write_query_result(job, cq)
+            self._write_query_result(job, cq, snapshot[0])
             limit = self.settings.query_timeout_rows
             if limit is not None and job.rows > limit and not job.aborted.is_set():
                 raise JobFailure(
                     "QUERY_TIMEOUT : Your query request was running for too long. Query more "
                     "selectively or split it into smaller time windows."
                 )
+            rate = self.em.timing.query_rows_per_s
+            if rate:  # the result is the snapshot taken when the job started; it takes rows / rate to "run"
+                sleep_until(job.running_since + job.rows / rate, job.aborted.is_set)
             job.processed = job.rows
 
-        self._run_job(job, self.settings.query_latency, work)
+        try:
+            self._run_job(job, self.em.timing.query_startup_s, work, begin)
+        finally:
+            for rows in snapshot:
+                for _ in rows:  # an aborted job's reader is closed too
+                    pass
 
-    def _write_query_result(self, job: Job, cq: CompiledQuery) -> None:
+    def _write_query_result(self, job: Job, cq: CompiledQuery, batches: Iterator[list[tuple[Any, ...]]]) -> None:
         """Write every result row once, quoting every value, and index each record's byte offset."""
         delimiter = DELIMITERS[job.delimiter]
         newline = LINE_ENDINGS[job.line_ending]
@@ -361,7 +395,7 @@ class Bulk:
         offsets = array("q")
         position = 0
         with open(self.folder(job) / "result.csv", "wb") as out:
-            for rows in self._query_rows(cq):
+            for rows in batches:
                 if job.aborted.is_set():
                     return
                 parts = []
@@ -376,15 +410,16 @@ class Bulk:
         self.em.limits.bulk_query_storage_mb_used += -(-position // 1_000_000)
 
     def _query_rows(self, cq: CompiledQuery) -> Iterator[list[tuple[Any, ...]]]:
-        store = self.em.store
-        sql = cq.sql(paged=True)
-        with store.lock:
-            cur = store.conn.execute(sql, cq.all_params())
-            rows = cur.fetchmany(INTERNAL_BATCH)
-        while rows:
-            yield rows
-            with store.lock:
-                rows = cur.fetchmany(INTERNAL_BATCH)
+        """The rows as of the moment the job starts: a read transaction on a connection of its own sees the
+        records committed then, and nothing written while the job runs (the writers go on meanwhile)."""
+        conn = self.em.store.reader()
+        try:
+            conn.execute("BEGIN")
+            cur = conn.execute(cq.sql(paged=True), cq.all_params())
+            while rows := cur.fetchmany(INTERNAL_BATCH):
+                yield rows
+        finally:
+            conn.close()
 
     def query_results(self, req: Req) -> Resp:
         job = self.job(req, "query")
@@ -435,7 +470,6 @@ class Bulk:
             content_type="text/csv",
             headers=headers,
             file_parts=[job.header, (str(path), first, last)],
-            bandwidth=self.settings.bandwidth_bytes_per_second,
         )
 
     def result_pages(self, req: Req) -> Resp:

@@ -189,6 +189,7 @@ class IngestRun:
         for i in order:
             success, values = results[i]
             (ok_out if success else bad_out).writerow(values)
+        self.bulk.pace_ingest(job, len(results))
         job.processed += len(results)
         job.failed += sum(1 for success, _ in results if not success)
 

@@ -35,14 +35,11 @@ MULTIPLE_CONTENTS = (
 
 @dataclass
 class BulkSettings:
-    """Tunable behaviour (admin API ``bulk``)."""
+    """Tunable behaviour (admin API ``bulk``); how long jobs take is the org's timing (``profile.Timing``)."""
 
     max_upload_bytes: int = 150 * 1024 * 1024  # counted after base64, as Salesforce does
-    processing_delay: float = 0.0  # seconds a job waits before it starts processing
-    query_latency: float = 0.0  # seconds a query job waits before it runs
     default_max_records: int = 50_000
     query_timeout_rows: int | None = None  # fault: query jobs returning more rows fail with QUERY_TIMEOUT
-    bandwidth_bytes_per_second: int | None = None  # cap per result download (so parallel pages matter)
     lock_parent_field: str | None = None  # with a lock_row fault: a locked row locks its parent for the batch
 
 
@@ -71,6 +68,7 @@ class Job:
     offsets: array = field(default_factory=lambda: array("q"))
     header: bytes = b""
     aborted: threading.Event = field(default_factory=threading.Event)
+    running_since: float = 0.0  # time.monotonic() when the job went InProgress
 
     def info(self, full: bool = True) -> dict[str, Any]:
         stamp = format_datetime(_utc(self.created))

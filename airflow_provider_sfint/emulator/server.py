@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from .app import Emulator
+from .profile import get_profile
 from .pubsub import PubSubServer
 
 
@@ -95,8 +96,11 @@ class EmulatorServer:
         cert_dir: str | Path | None = None,
         log_level: str = "warning",
         grpc_port: int = 0,
+        profile: str | None = None,
     ) -> None:
         self.emulator = emulator or Emulator(seed="empty")
+        if profile is not None:  # "instant" or "realistic": see docs/emulator.md, "Org profiles"
+            self.emulator.apply_profile(get_profile(profile))
         self.host = host
         self.tls = tls
         self.cert_path: Path | None = None
@@ -194,6 +198,7 @@ class EmulatorProcess:
         grpc_port: int = 0,
         log_level: str = "warning",
         startup_timeout: float = 60.0,
+        profile: str = "instant",
     ) -> None:
         self.host = host
         self.tls = tls
@@ -201,7 +206,7 @@ class EmulatorProcess:
         self._ready = self._workdir / "ready.json"
         args = ["--host", host, "--port", "0", "--grpc-port", str(grpc_port), "--seed", seed]
         args += ["--log-level", log_level, "--ready-file", str(self._ready)]
-        args += ["--db", str(self._workdir / "org.sqlite")]
+        args += ["--db", str(self._workdir / "org.sqlite"), "--profile", profile]
         if demo_records is not None:
             args += ["--demo-records", str(demo_records)]
         if tls:

@@ -65,6 +65,14 @@ class Store:
         self.txn_serial = 0  # counts outermost transactions (writes in one share their timestamp)
         self.create_schema()
 
+    def reader(self) -> sqlite3.Connection:
+        """A connection of its own for a long read: in a transaction it sees one snapshot (WAL), lock-free."""
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("PRAGMA cache_size=-64000")
+        conn.create_function("sf_includes", 2, _includes, deterministic=True)
+        return conn
+
     # --- schema ---------------------------------------------------------------------------------
 
     def _secondary_indexes(self, obj: ObjectDef) -> list[tuple[str, str]]:

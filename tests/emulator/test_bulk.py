@@ -209,7 +209,7 @@ def test_item57_delete_job(sf: SalesforceHttp) -> None:
 
 
 def test_a_job_in_upload_complete_can_be_deleted_and_is_never_processed(sf: SalesforceHttp, admin: Admin) -> None:
-    admin.set("bulk", processing_delay=5)
+    admin.set("timing", ingest_startup_s=5)
     job_id = sf.post("jobs/ingest", json={"object": "Account", "operation": "insert"}).json()["id"]
     body = b"Name\nDeleted before it ran\n"
     assert sf.http.put(sf.path(f"jobs/ingest/{job_id}/batches"), content=body, headers=CSV).status_code == 201
@@ -388,7 +388,7 @@ def test_results_are_not_in_input_order_but_complete(sf: SalesforceHttp) -> None
 def test_bandwidth_cap_paces_each_download(sf: SalesforceHttp, admin: Admin) -> None:
     job_id, _ = _query_job(sf, "SELECT Id, Name, Description FROM Account")
     size = len(sf.get(f"jobs/query/{job_id}/results", headers={"Accept-Encoding": "identity"}).content)
-    admin.set("bulk", bandwidth_bytes_per_second=size)  # one second per full download
+    admin.set("timing", download_bytes_per_s=size)  # one second per full download
     started = time.monotonic()
     body = sf.get(f"jobs/query/{job_id}/results", headers={"Accept-Encoding": "identity"}).content
     assert len(body) == size

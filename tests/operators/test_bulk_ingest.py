@@ -189,7 +189,7 @@ def test_a_kill_after_the_work_before_success_is_recorded_loads_nothing_again(
 
 
 def test_kill_aborts_running_jobs(conn: str, fresh_org: Admin) -> None:
-    fresh_org.set("bulk", processing_delay=30)
+    fresh_org.set("timing", ingest_startup_s=30)
     op = _op(conn, _accounts(50, prefix="KILL"), max_failed_records=None)
     errors: list[BaseException] = []
 
@@ -266,7 +266,7 @@ def test_deferrable_ingest_hands_its_jobs_to_the_trigger_and_back(conn: str, fre
     from airflow.providers.common.compat.sdk import TaskDeferred
 
     pq.write_table(_accounts(300, prefix="DEF"), tmp_path / "in.parquet")
-    fresh_org.set("bulk", processing_delay=1.0)
+    fresh_org.set("timing", ingest_startup_s=1.0)
     op = _op(conn, str(tmp_path / "in.parquet"), deferrable=True, max_bytes_per_job=9_000, max_concurrent_jobs=2)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(make_context())

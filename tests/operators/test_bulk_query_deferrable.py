@@ -40,7 +40,7 @@ with DAG("sfint_bulk_query_deferrable", schedule=None, start_date=datetime(2026,
 def test_deferrable_query_through_dag_test(
     conn: str, fresh_org: Admin, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fresh_org.set("bulk", query_latency=1.5)  # the job is still running at the first poll: the task defers
+    fresh_org.set("timing", query_startup_s=1.5)  # the job is still running at the first poll: the task defers
     monkeypatch.setenv("SFINT_TEST_OUTPUT", str(tmp_path / "accounts.parquet"))
     monkeypatch.setenv("SFINT_TEST_CONN", conn)
     dag = load_dag("sfint_bulk_query_deferrable", DAG_FILE)
@@ -87,7 +87,8 @@ def test_trigger_reports_success_failure_and_timeout(conn: str, fresh_org: Admin
     (event,) = _events(SalesforceBulkJobTrigger(conn, [ok, failed], "query", poll_interval=0.05))
     assert (event["status"], event["job_id"], event["state"]) == ("error", failed, "Failed")
     assert "QUERY_TIMEOUT" in event["message"]
-    fresh_org.set("bulk", query_timeout_rows=None, query_latency=30)
+    fresh_org.set("bulk", query_timeout_rows=None)
+    fresh_org.set("timing", query_startup_s=30)
     slow = bulk.create_query_job("SELECT Id FROM Account").id
     (event,) = _events(SalesforceBulkJobTrigger(conn, [slow], "query", poll_interval=0.05, end_time=0))
     assert event["status"] == "timeout" and event["jobs"][slow] in ("UploadComplete", "InProgress")
@@ -116,7 +117,8 @@ def test_a_deferred_split_never_blocks_a_worker(conn: str, fresh_org: Admin, tmp
     from airflow.providers.common.compat.sdk import TaskDeferred
 
     live = fresh_org.records("Account", include_deleted=False)
-    fresh_org.set("bulk", query_timeout_rows=len(live) // 3, query_latency=0.3)
+    fresh_org.set("bulk", query_timeout_rows=len(live) // 3)
+    fresh_org.set("timing", query_startup_s=0.3)
     stamps = sorted(r["CreatedDate"] for r in live)
     start = datetime.fromisoformat(stamps[0][:19] + "+00:00")
     end = datetime.fromisoformat(stamps[-1][:19] + "+00:00") + timedelta(seconds=1)

@@ -40,7 +40,7 @@ def _job(conn: str) -> str:
 def test_sensor_in_all_three_modes(
     conn: str, fresh_org: Admin, airflow_db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fresh_org.set("bulk", query_latency=2.0)  # still running at the first poke in every mode
+    fresh_org.set("timing", query_startup_s=2.0)  # still running at the first poke in every mode
     job_id = _job(conn)
     monkeypatch.setenv("SFINT_TEST_JOB", job_id)
     monkeypatch.setenv("SFINT_TEST_CONN", conn)

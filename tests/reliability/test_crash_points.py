@@ -247,7 +247,7 @@ def test_killed_at_a_crash_point_on_s3(
         (local / "in.parquet").unlink()
         fresh_org.faults({"kind": "lock_row", "rate": 0.3, "path": "/jobs/ingest"}, seed=5)
     if point == ORPHANED:
-        fresh_org.set("bulk", query_latency=12)  # the orphan still runs when the retry looks for it
+        fresh_org.set("timing", query_startup_s=12)  # the orphan still runs when the retry looks for it
     monkeypatch.setenv("AIRFLOW__SFINT__STATE_PATH", f"s3://{S3_CONN}@{prefix}/state")
     _run(kind, local, monkeypatch, conn, point, store="s3", SFINT_CRASH_DIR=f"s3://{S3_CONN}@{prefix}")
     s3_lake.invalidate_cache()
@@ -359,7 +359,7 @@ def test_killed_at_a_crash_point(
     reference = _reference(kind, tmp_path / "reference", monkeypatch, conn, fresh_org, emulator_url)
     keys = [] if kind.startswith("query") else _input(tmp_path)
     if point == ORPHANED:
-        fresh_org.set("bulk", query_latency=12)  # the orphan still runs when the retry looks for it
+        fresh_org.set("timing", query_startup_s=12)  # the orphan still runs when the retry looks for it
     env: dict[str, str] = {}
     if kind == "insert_locks":
         fresh_org.faults({"kind": "lock_row", "rate": 0.3, "path": "/jobs/ingest"}, seed=5)
@@ -393,7 +393,7 @@ def test_reattached_to_a_running_query_job_returns_its_result(
 ) -> None:
     """Killed while the job is still running; the only retry re-attaches and must return the job's rows (it used to
     fail with TypeError: Airflow 3.3's mixin returns nothing after re-attaching)."""
-    fresh_org.set("bulk", query_latency=4)
+    fresh_org.set("timing", query_startup_s=4)
     ti = _run("query_dir", tmp_path, monkeypatch, conn, "query.job_recorded", SFINT_CRASH_RETRIES="1")
     assert ti.try_number == 2
     _check_query("query_dir", tmp_path, fresh_org, emulator_url)

@@ -145,13 +145,13 @@ def test_killed_after_upload_complete_collects_once(
     conn: str, execution_api: str, fresh_org: Admin, emulator_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = _input(tmp_path, "UC", 300)
-    fresh_org.set("bulk", processing_delay=3)
+    fresh_org.set("timing", ingest_startup_s=3)
 
     def closed() -> bool:
         return any(j["state"] in ("UploadComplete", "InProgress") for j in _jobs(emulator_url, "ingest"))
 
     _run("ingest_closed", tmp_path, monkeypatch, conn, closed)
-    fresh_org.set("bulk", processing_delay=0)
+    fresh_org.set("timing", ingest_startup_s=0)
     assert _stored(fresh_org, "UC-") == ids
     assert [j["state"] for j in _jobs(emulator_url, "ingest")] == ["JobComplete"]
 
