@@ -6,9 +6,11 @@ Each operation is a request builder and a response parser (module functions) use
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -87,8 +89,10 @@ def next_page_request(page: QueryPage, previous: ApiRequest) -> ApiRequest | Non
     return ApiRequest("GET", page.next_url, headers=previous.headers)
 
 
-def parse_query_page(response: httpx.Response) -> QueryPage:
-    body = response.json()
+def parse_query_page(response: httpx.Response, exact_numbers: bool = False) -> QueryPage:
+    """One page of a REST query; ``exact_numbers`` parses JSON numbers with a fraction as ``Decimal`` (a currency's
+    digits exactly as sent)."""
+    body = json.loads(response.content, parse_float=Decimal) if exact_numbers else response.json()
     done = bool(body.get("done", True))
     next_url = body.get("nextRecordsUrl")
     if not done and not next_url:
@@ -231,11 +235,11 @@ class SalesforceClient(_Base):
         return self.transport.session().user_id
 
     def query_pages(
-        self, soql: str, *, include_deleted: bool = False, batch_size: int | None = None
-    ) -> Iterator[QueryPage]:
+        self, soql: str, *, include_deleted: bool = False, batch_size: int | None = None, exact_numbers: bool = False
+    ) -> Generator[QueryPage, None, None]:
         request: ApiRequest | None = query_request(self.config, soql, include_deleted, batch_size)
         while request is not None:
-            page = parse_query_page(self.transport.send(request))
+            page = parse_query_page(self.transport.send(request), exact_numbers)
             yield page
             request = next_page_request(page, request)
 

@@ -49,7 +49,7 @@ from ..client.arrowio import (
     read_text_csv,
 )
 from ..client.arrowio.preflight import preflight
-from ..client.bulk2 import INGEST_OPERATIONS, MAX_UPLOAD_BYTES, Bulk2, JobInfo, parse_row_error
+from ..client.bulk2 import INGEST_OPERATIONS, MAX_UPLOAD_BYTES, POLL_START, Bulk2, JobInfo, parse_row_error
 from ..client.crashpoints import crash_point
 from ..client.errors import (
     TRANSIENT_ROW_ERRORS,
@@ -87,7 +87,7 @@ class IngestSettings:
     retry_transient_failures: bool = True
     lock_order_column: str | None = None
     assignment_rule_id: str | None = None
-    poll_interval: float = 2.0
+    poll_interval: float = POLL_START
     timeout: float | None = None
 
     def check(self) -> None:
@@ -473,6 +473,15 @@ class IngestEngine:
             self.state.update(values)
             self.store.set(STATE_KEY, self.state)
 
+    def expected_records(self, job_ids: list[str]) -> dict[str, int]:
+        """The rows uploaded to each of ``job_ids`` (what their processed counts will reach)."""
+        wanted = set(job_ids)
+        return {
+            str(entry["job"]): int(entry["rows"])
+            for entry in self.state["parts"].values()
+            if entry.get("job") in wanted and entry.get("rows") is not None
+        }
+
     def _record(self, index: int, **values: Any) -> None:
         with self._lock:
             self.state["parts"].setdefault(str(index), {}).update(values)
@@ -595,7 +604,11 @@ class IngestEngine:
     def _finish_part(self, part: UploadPart, job_id: str | None = None) -> None:
         job_id = job_id or self.state["parts"][str(part.index)]["job"]
         info = self.bulk.wait(
-            "ingest", job_id, poll_interval=self.settings.poll_interval, timeout=self.settings.timeout
+            "ingest",
+            job_id,
+            poll_interval=self.settings.poll_interval,
+            timeout=self.settings.timeout,
+            total_records=part.rows,
         )
         self._record(part.index, done=True, processed=info.records_processed, failed=info.records_failed)
         crash_point("ingest.job_done")

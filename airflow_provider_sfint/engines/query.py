@@ -14,8 +14,10 @@ that came after the commit. Named crash points (``query.*``, ``commit.*``) mark 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,10 +25,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..client.arrowio import CsvParser, QueryOutput
-from ..client.bulk2 import Bulk2, JobInfo
+from ..client.arrowio import CsvParser, QueryOutput, RecordConverter
+from ..client.bulk2 import POLL_START, Bulk2, JobInfo
 from ..client.crashpoints import crash_point
-from ..client.errors import BulkJobError, InputError
+from ..client.errors import BulkJobError, InputError, ResultIntegrityError
 from ..client.rest import SalesforceClient
 from ..client.soql import query_shape
 from .state import MemoryStateStore, StateStore
@@ -65,7 +67,7 @@ class QuerySettings:
     parallel_pages: int = 4
     part_size: int | None = None
     max_split_depth: int = 4
-    poll_interval: float = 2.0
+    poll_interval: float = POLL_START
     timeout: float | None = None
     delete_job_on_success: bool = False
 
@@ -215,6 +217,66 @@ class QueryEngine:
             "query", job_id, poll_interval=self.settings.poll_interval, timeout=self.settings.timeout, on_poll=on_poll
         )
 
+    # --- a small query through the REST API ----------------------------------------------------------------
+
+    def read_rest(self, threshold: int | None) -> dict[str, Any] | None:
+        """Run the query through the REST query API into the output, when it returns at most ``threshold``
+        records (None: whatever it returns); else leave the cursor (Salesforce closes it) and return None, for a
+        Bulk job to do it. The output and summary are those of the Bulk path (``api: rest``, no job)."""
+        began = time.monotonic()
+        calls_before = self.client.api_calls
+        pages = self.client.query_pages(self.spec.soql, include_deleted=self.spec.include_deleted, exact_numbers=True)
+        first = next(pages)
+        if threshold is not None and first.total_size > threshold:
+            pages.close()
+            self.log.info(
+                "the query returns %d records, more than rest_threshold=%d: running it as a Bulk job",
+                first.total_size,
+                threshold,
+            )
+            return None
+        converter = RecordConverter(self.schema)
+        output = QueryOutput(
+            self.output_path,
+            self.spec.format,
+            self.schema,
+            directory=self.spec.directory,
+            token=f"rest-{uuid.uuid4().hex[:16]}",
+            part_rows=self.settings.part_size or (1_000_000 if self.spec.directory else None),
+        )
+        rows = 0
+        try:
+            for index, page in enumerate(itertools.chain([first], pages)):
+                table = converter.table(page.records)
+                rows += table.num_rows
+                output.write(table, index)
+            if rows != first.total_size:
+                raise ResultIntegrityError(
+                    f"the REST query said totalSize={first.total_size} but its pages held {rows} records"
+                )
+            crash_point("query.downloaded")
+            files = output.commit()
+            crash_point("query.output_committed")
+        except BaseException:
+            output.discard()
+            raise
+        self.running_job = None
+        return {
+            "api": "rest",
+            "job_id": None,
+            "job_ids": [],
+            "records": output.rows_written,
+            "bytes": sum(p.bytes for p in output.parts),
+            "files": files,
+            "format": self.spec.format,
+            "schema": [{"name": f.name, "type": str(f.type)} for f in self.schema],
+            "splits": 0,
+            "aborted_jobs": self.aborted,
+            "api_calls": self.client.api_calls - calls_before,
+            "retries": len(self.client.retries),
+            "download_seconds": round(time.monotonic() - began, 3),
+        }
+
     # --- results ------------------------------------------------------------------------------------
 
     def collect(self, job_id: str, on_poll: Callable[[JobInfo], None] | None = None) -> dict[str, Any]:
@@ -261,6 +323,7 @@ class QueryEngine:
             for j in jobs:
                 self.bulk.delete("query", j)
         summary = {
+            "api": "bulk",
             "job_id": job_id,
             "job_ids": jobs,
             "records": output.rows_written,

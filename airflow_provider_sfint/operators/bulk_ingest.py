@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
-from ..client.bulk2 import MAX_UPLOAD_BYTES
+from ..client.bulk2 import MAX_UPLOAD_BYTES, POLL_START
 from ..compat import AirflowFailException
 from ..engines.ingest import STATE_KEY, IngestEngine, IngestSettings
 from ..hooks.salesforce import SalesforceHook
@@ -48,7 +48,8 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
     :param lock_order_column: order the follow-up job's rows by this column (a parent id) to reduce
         lock contention
     :param assignment_rule_id: Case or Lead assignment rule
-    :param poll_interval: first delay between job checks, seconds (grows to 30 s)
+    :param poll_interval: shortest delay between job checks, seconds; a running job is checked again after a
+        tenth of its age, up to 30 s, or when its progress predicts its end (see "Waiting for jobs" in the docs)
     :param timeout: give up waiting after this many seconds (None: as long as the jobs live)
     :param deferrable: wait in the triggerer (needs a path source: a worker that resumes reads it again when a
         part still waits for its upload)
@@ -84,7 +85,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
         retry_transient_failures: bool = True,
         lock_order_column: str | None = None,
         assignment_rule_id: str | None = None,
-        poll_interval: float = 2.0,
+        poll_interval: float = POLL_START,
         timeout: float | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         min_remaining_api_percent: float | None = None,
@@ -212,6 +213,7 @@ class SalesforceBulkIngestOperator(LineageMixin, BaseOperator):
                             kind="ingest",
                             poll_interval=self.poll_interval,
                             end_time=None if self.timeout is None else time.time() + self.timeout,
+                            expected_records=engine.expected_records(active),
                             echo=engine.state,  # the jobs per part, for a task without a durable store
                         ),
                         method_name="execute_complete",

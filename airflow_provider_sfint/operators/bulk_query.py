@@ -11,7 +11,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath, conf
 
 from ..client.arrowio import FORMATS, ColumnResolver, QueryOutput
-from ..client.bulk2 import Bulk2, JobInfo, job_link
+from ..client.bulk2 import POLL_START, Bulk2, JobInfo, job_link
 from ..client.errors import BulkJobError, InputError, NotFoundError, QueryError, SalesforceError
 from ..client.soql import add_window, query_shape
 from ..compat import AirflowFailException
@@ -26,6 +26,9 @@ from ._state import start_execution, task_store
 from ._window import Window, resolve_window
 
 MAX_PAGE_SIZE = 1_000_000
+APIS = ("auto", "bulk", "rest")
+#: Salesforce: "Jobs with fewer than 2,000 records should involve bulkified synchronous calls in REST"
+REST_THRESHOLD = 2_000
 
 
 class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
@@ -63,11 +66,17 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         trailing ``/`` on ``output`` or a ``part_size``. Say it for an ``ObjectStoragePath`` object, whose text
         form drops the trailing ``/``
     :param delete_job_on_success: delete the job (and its stored results) after the output is committed
-    :param poll_interval: first delay between job status checks, seconds (grows to 30 s)
+    :param poll_interval: shortest delay between job status checks, seconds; a running job is checked again
+        after a tenth of its age, up to 30 s (see "Waiting for jobs" in the docs)
     :param timeout: give up waiting for the job after this many seconds (None: as long as the job lives)
     :param deferrable: wait in the triggerer instead of on a worker
     :param min_remaining_api_percent: refuse to start when less of the daily API allowance remains
     :param max_split_depth: how many times a timed-out window may be halved (with ``incremental_field``)
+    :param api: ``auto`` (default): start with the REST query API and read through it when the query returns at
+        most ``rest_threshold`` records, else run a Bulk job; ``bulk``: always a Bulk job; ``rest``: always the
+        REST query API. Both paths write the same typed output; the summary's ``api`` says which ran
+    :param rest_threshold: the most records ``api="auto"`` reads through REST (default 2,000, Salesforce's own
+        guidance for when Bulk pays off)
     :param sfint_conn_id: the Salesforce connection
     """
 
@@ -103,15 +112,21 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         part_size: int | None = None,
         directory: bool | None = None,
         delete_job_on_success: bool = False,
-        poll_interval: float = 2.0,
+        poll_interval: float = POLL_START,
         timeout: float | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         min_remaining_api_percent: float | None = None,
         max_split_depth: int = 4,
+        api: str = "auto",
+        rest_threshold: int = REST_THRESHOLD,
         sfint_conn_id: str = SalesforceHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}, got {api!r}")
+        if isinstance(rest_threshold, bool) or not isinstance(rest_threshold, int) or rest_threshold < 0:
+            raise ValueError(f"rest_threshold must be a number of records >= 0, got {rest_threshold!r}")
         if not 1 <= int(page_size) <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
         if not 1 <= int(parallel_pages) <= 32:
@@ -143,6 +158,8 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         self.deferrable = deferrable
         self.min_remaining_api_percent = min_remaining_api_percent
         self.max_split_depth = int(max_split_depth)
+        self.api = api
+        self.rest_threshold = rest_threshold
         self.sfint_conn_id = sfint_conn_id
         self._running: QueryEngine | None = None
         setattr(self, JOB_URL_ATTR, None)
@@ -255,6 +272,13 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         if done is not None:
             return done
         job_id = engine.saved_job()
+        if job_id is None and self.api != "bulk":
+            try:
+                summary = engine.read_rest(None if self.api == "rest" else self.rest_threshold)
+            except InputError as exc:
+                raise AirflowFailException(str(exc)) from exc
+            if summary is not None:
+                return self._complete(engine, summary)
         if job_id is None:
             job_id = self._submit(engine)
             self.log.info("Bulk query job %s created on %s", job_id, self.hook.client.login())
@@ -390,15 +414,20 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
             summary = engine.collect(job_id, on_poll=self._polled)
         except InputError as exc:
             raise AirflowFailException(str(exc)) from exc
+        return self._complete(engine, summary)
+
+    def _complete(self, engine: QueryEngine, summary: dict[str, Any]) -> dict[str, Any]:
+        """Record the summary of a committed output (Bulk or REST) and the lineage."""
         window = self._resolved_window
         summary["window"] = None if window is None else window.as_dict()
         summary["seconds"] = round(time.monotonic() - getattr(self, "_started", time.monotonic()), 3)
         summary["api_calls"] = self.hook.client.api_calls - getattr(self, "_calls_at_start", 0)  # the whole task's
         self.log.info(
-            "committed %d records to %d file(s) at %s (%d API calls, %.1f s)",
+            "committed %d records to %d file(s) at %s (%s API, %d API calls, %.1f s)",
             summary["records"],
             len(summary["files"]),
             self.destination,
+            "REST" if summary.get("api") == "rest" else "Bulk",
             summary["api_calls"],
             summary["seconds"],
         )

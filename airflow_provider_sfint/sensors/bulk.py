@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -9,7 +10,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from ..client.bulk2 import KINDS, Bulk2, JobInfo, job_link
+from ..client.bulk2 import KINDS, POLL_CAP, Bulk2, JobInfo, PollPlan, job_link
 from ..client.errors import NotFoundError
 from ..compat import AirflowFailException
 from ..hooks.salesforce import SalesforceHook
@@ -34,12 +35,15 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
     Aborted with the job's errorMessage, as a failure a retry cannot fix (``soft_fail`` skips instead).
 
     Works in ``poke``, ``reschedule`` and deferrable modes; deferred, it pokes once and then waits in
-    :class:`SalesforceBulkJobTrigger` with the sensor's ``timeout``.
+    :class:`SalesforceBulkJobTrigger` with the sensor's ``timeout``. In ``poke`` and ``reschedule`` modes the next
+    poke comes after a tenth of the job's age: at least 1 s (poke) or 5 s (reschedule, where each poke starts
+    the task again), at most ``poke_interval`` (30 s unless given), so a job's end is noticed promptly.
 
     :param job_id: the Bulk job id (templated)
     :param kind: ``ingest`` or ``query`` (templated)
     :param deferrable: wait in the triggerer
-    :param trigger_poll_interval: first delay between the trigger's checks, seconds (grows to 30 s)
+    :param trigger_poll_interval: shortest delay between the trigger's checks, seconds (then a tenth of the
+        job's age, up to 30 s)
     :param sfint_conn_id: the Salesforce connection
     """
 
@@ -53,11 +57,13 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
         job_id: str,
         kind: str = "ingest",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        trigger_poll_interval: float = 2.0,
+        trigger_poll_interval: float = 1.0,
         sfint_conn_id: str = SalesforceHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("poke_interval", POLL_CAP)
         super().__init__(**kwargs)
+        self.max_poke_interval = float(self.poke_interval)  # the longest wait; each poke sets the next one
         if float(trigger_poll_interval) <= 0:
             raise ValueError(f"trigger_poll_interval must be positive seconds, got {trigger_poll_interval}")
         self.job_id = job_id
@@ -100,6 +106,11 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=True, xcom_value=_summary(info))
         if info.state in ("Failed", "Aborted"):
             raise AirflowFailException(str(info.error()))
+        if not self.exponential_backoff and self.max_poke_interval > 0:
+            shortest = min(5.0 if self.reschedule else 1.0, self.max_poke_interval)
+            plan = PollPlan(shortest, self.max_poke_interval)
+            self.poke_interval = plan.regular(info, time.time())
+            self.log.info("next poke in %.1f s", self.poke_interval)
         return False
 
     def execute(self, context: Any) -> Any:

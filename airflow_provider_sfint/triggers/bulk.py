@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from ..client.bulk2 import KINDS, POLL_CAP, JobInfo, aabort, ajob_info, poll_delays
+from ..client.bulk2 import KINDS, POLL_CAP, POLL_START, JobInfo, PollPlan, aabort, ajob_info
 from ..client.errors import SalesforceError
 
 #: The closed vocabulary of event statuses; ``execute_complete`` refuses anything else.
@@ -37,14 +37,18 @@ class SalesforceBulkJobTrigger(BaseTrigger):
 
     Events (small dicts): ``{"status": "success", "jobs": {id: state}}``; ``{"status": "error",
     "job_id", "state", "message", "jobs"}``; ``{"status": "timeout", "jobs"}`` when ``end_time``
-    (epoch seconds) passes. Polls with capped exponential delays (``poll_interval`` up to
-    ``max_poll_interval``). On Airflow 3.3, killing the task aborts the jobs still running.
+    (epoch seconds) passes. Looks again after a tenth of the youngest running job's age (between
+    ``poll_interval`` and ``max_poll_interval``), or sooner when a job's progress predicts its end
+    (:class:`~airflow_provider_sfint.client.bulk2.PollPlan`). On Airflow 3.3, killing the task aborts the jobs
+    still running.
 
     :param sfint_conn_id: the Salesforce connection
     :param job_ids: the jobs to wait for
     :param kind: ``query`` or ``ingest``
-    :param poll_interval: first delay between polls, seconds
-    :param max_poll_interval: cap on the delay, seconds
+    :param poll_interval: shortest delay between polls, seconds
+    :param max_poll_interval: longest delay between polls, seconds
+    :param expected_records: for ingest jobs, the rows uploaded to each (job id to count): their progress then
+        predicts when they end
     :param end_time: give up (``timeout`` event) after this Unix time; None waits as long as the jobs live
     :param echo: a small dict of JSON values handed back in every event as ``echo`` (an operator's own
         bookkeeping, for Airflow versions without ``task_state_store``)
@@ -55,10 +59,11 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         sfint_conn_id: str,
         job_ids: list[str],
         kind: str,
-        poll_interval: float = 2.0,
+        poll_interval: float = POLL_START,
         max_poll_interval: float = POLL_CAP,
         end_time: float | None = None,
         echo: dict[str, Any] | None = None,
+        expected_records: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -76,6 +81,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
         if echo is not None and not isinstance(echo, dict):
             raise ValueError("echo must be a dict (of JSON values) or None")
         self.echo = echo
+        self.expected_records = {str(k): int(v) for k, v in (expected_records or {}).items()}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -88,6 +94,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                 "max_poll_interval": self.max_poll_interval,
                 "end_time": self.end_time,
                 "echo": self.echo,
+                "expected_records": self.expected_records,
             },
         )
 
@@ -104,13 +111,20 @@ class SalesforceBulkJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         client = await self._client()
         states: dict[str, str] = {}
+        plans = {
+            job: PollPlan(self.poll_interval, self.max_poll_interval, total_records=self.expected_records.get(job))
+            for job in self.job_ids
+        }
         try:
-            for delay in poll_delays(self.poll_interval, max(self.poll_interval, self.max_poll_interval)):
+            while True:
+                delays: list[float] = []
                 for job_id in self.job_ids:
                     if states.get(job_id) == "JobComplete":
                         continue
                     info: JobInfo = await ajob_info(client, self.kind, job_id)
                     states[job_id] = info.state
+                    if info.state != "JobComplete":
+                        delays.append(plans[job_id].next_delay(info))
                     if info.state in ("Failed", "Aborted"):
                         yield self._event(
                             {
@@ -125,6 +139,7 @@ class SalesforceBulkJobTrigger(BaseTrigger):
                 if all(states.get(j) == "JobComplete" for j in self.job_ids):
                     yield self._event({"status": "success", "jobs": dict(states)})
                     return
+                delay = min(delays)
                 if self.end_time is not None and time.time() + delay > self.end_time:
                     yield self._event({"status": "timeout", "jobs": dict(states)})
                     return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_sfint.client.bulk2 import BulkJobError, JobInfo, job_link, poll_delays
+from airflow_provider_sfint.client.bulk2 import BulkJobError, JobInfo, PollPlan, job_link
 from airflow_provider_sfint.client.soql import add_window, query_shape
 
 
@@ -42,11 +41,72 @@ def test_recorded_job_infos_parse(
     assert info.active == (state in ("UploadComplete", "InProgress"))
 
 
-def test_polling_has_no_lifetime_cap() -> None:
-    """PEERS 9: jsforce gives up after 30 s and others after minutes; we poll for as long as the job lives."""
-    delays = list(itertools.islice(poll_delays(), 10_000))
-    assert delays[:3] == [2.0, 3.0, 4.5]
-    assert max(delays) == 30.0 and sum(delays) > 86_400  # still polling after a day of waiting
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _running(processed: int = 0, state: str = "InProgress") -> JobInfo:
+    return JobInfo.parse("ingest", {"id": "750x", "state": state, "numberRecordsProcessed": processed})
+
+
+def _polls(duration: float, total: int | None = None, rate: float = 0.0, step: int = 10_000) -> tuple[float, int]:
+    """Poll a simulated job that ends ``duration`` s after creation; (notice delay, polls) with the default plan.
+    With ``total``, the job processes ``rate`` rows/s, reported in steps of ``step`` rows."""
+    clock = FakeClock()
+    end = clock.now + duration
+    plan = PollPlan(total_records=total, clock=clock, started=clock.now)
+    while clock.now < end:
+        done = int(min(total or 0, rate * (duration - (end - clock.now))) // step * step)
+        clock.now += plan.next_delay(_running(done))
+    return clock.now - end, plan.polls
+
+
+def test_polling_has_no_lifetime_cap_and_a_bounded_cost() -> None:
+    """PEERS 9: jsforce gives up after 30 s and others after minutes; we poll for as long as the job lives, at a
+    cost bounded per hour of job time."""
+    _, day = _polls(86_400)
+    _, hour = _polls(3_600)
+    _, two_hours = _polls(7_200)
+    assert 140 <= hour <= 170  # 10 in the first 10 s, 36 up to 5 minutes, then one each 30 s
+    assert two_hours - hour == pytest.approx(120, abs=2)
+    assert day == pytest.approx(hour + 23 * 120, abs=5)  # still polling after a day of waiting
+
+
+@pytest.mark.parametrize("duration", [0.5, 3, 9.5, 45, 300, 1_000, 3_600, 20_000])
+def test_a_finished_job_is_noticed_within_a_tenth_of_its_age_plus_a_second(duration: float) -> None:
+    notice, _ = _polls(duration)
+    assert notice <= min(0.1 * duration, 30) + 1.0
+
+
+def test_progress_predicts_the_end_of_an_ingest_job() -> None:
+    # 1,000,000 rows at 2,500 rows/s (400 s), progress reported per 10,000 rows
+    regular_notice, regular_polls = _polls(400)
+    notice, polls = _polls(400, total=1_000_000, rate=2_500)
+    assert notice < regular_notice and notice <= 5.0  # progress comes in steps of 4 s here
+    assert polls <= regular_polls + 6
+    # predictions that keep failing (the job crawls near its end) back off: 1 s, 2 s, 4 s, ... then the regular 30 s
+    clock = FakeClock()
+    plan = PollPlan(total_records=1_000, clock=clock, started=clock.now - 1_000)
+    plan.next_delay(_running(10))
+    delays = []
+    for processed in range(990, 1_000):
+        clock.now += 1
+        delays.append(plan.next_delay(_running(processed)))
+    assert delays[:5] == pytest.approx([1.0, 2.0, 4.0, 8.0, 16.0], abs=0.2) and delays[5:] == [30.0] * 5
+
+
+def test_the_plan_counts_a_jobs_age_from_its_creation() -> None:
+    clock = FakeClock()
+    stamp = datetime.fromtimestamp(clock.now - 200, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    plan = PollPlan(clock=clock)
+    older = JobInfo.parse("query", {"id": "750x", "state": "InProgress", "createdDate": stamp})
+    assert plan.next_delay(older) == pytest.approx(20.0, abs=0.01)  # ... a job created 200 s earlier
+    future = JobInfo.parse("query", {"id": "750x", "state": "InProgress", "createdDate": "2099-01-01T00:00:00Z"})
+    assert PollPlan(clock=clock).next_delay(future) == 1.0  # a server clock ahead of ours is not trusted
 
 
 def test_timeout_messages_are_recognised() -> None:

@@ -24,6 +24,7 @@ from .ingest import (
     source_files,
 )
 from .parsing import CsvParser, header_names, read_text_csv, text_csv_options
+from .records import RecordConverter
 from .types import ColumnResolver, Describer, arrow_type
 from .writers import FORMATS, STAGING_PREFIX, SUCCESS_MARKER, OutputPath, Part, QueryOutput, local_path, open_writer
 
@@ -43,6 +44,7 @@ __all__ = [
     "Part",
     "PartSplitter",
     "QueryOutput",
+    "RecordConverter",
     "UploadPart",
     "arrow_type",
     "check_values",
