@@ -43,6 +43,7 @@ SOQL = f"SELECT {', '.join(COLUMNS)} FROM Account"
 
 def _op(conn: str, output: Any, **kw: Any) -> SalesforceBulkQueryOperator:
     kw.setdefault("poll_interval", 0.05)
+    kw.setdefault("api", "bulk")  # the Bulk path's mechanics (the org here is small: "auto" would read via REST)
     return SalesforceBulkQueryOperator(
         task_id="q", soql=kw.pop("soql", SOQL), output=str(output), sfint_conn_id=conn, **kw
     )

@@ -49,10 +49,12 @@ with DAG("sfint_points_KIND", schedule="@daily", start_date=start, default_args=
                                     parallel_pages=1, poll_interval=0.2, sfint_conn_id=conn)
     elif kind.startswith("query"):
         soql = os.environ.get("SFINT_CRASH_SOQL", "SELECT Id, Name FROM Account")
+        folders = kind in ("query_dir", "query_rest")
         SalesforceBulkQueryOperator(task_id="work", soql=soql,
-                                    output=f"{folder}/out/" if kind == "query_dir" else f"{folder}/out.parquet",
-                                    page_size=20, parallel_pages=1, part_size=40 if kind == "query_dir" else None,
-                                    poll_interval=0.2, sfint_conn_id=conn)
+                                    output=f"{folder}/out/" if folders else f"{folder}/out.parquet",
+                                    page_size=20, parallel_pages=1, part_size=40 if folders else None,
+                                    poll_interval=0.2, api="rest" if kind == "query_rest" else "bulk",
+                                    sfint_conn_id=conn)
     elif kind in ("insert", "upsert", "insert_locks"):
         SalesforceBulkIngestOperator(task_id="work", object="Account", operation=kind.split("_")[0],
                                      external_id_field="External_Id__c" if kind == "upsert" else None,
@@ -108,6 +110,8 @@ POINTS: dict[str, list[str]] = {
     "composite": INGEST,
     "insert_locks": FOLLOW_UP,
     "query_split": ["query.split_job_recorded", "query.split_downloaded"],
+    # a small query read through the REST API: no job, the same commit
+    "query_rest": [p for p in QUERY if p not in ("query.job_created", "query.job_recorded", "query.part_recorded")],
 }
 #: Killed again in the retry: the points a retry passes once more (not those it skips because the earlier try got
 #: past them: a finished job is collected without waiting, a recorded summary is returned as it is).
@@ -178,7 +182,7 @@ def _run(
 
 def _check_query(kind: str, tmp: Path, org: Admin, url: str, orphaned: bool = False) -> None:
     live = sorted(r["Id"] for r in org.records("Account", include_deleted=False))
-    if kind == "query_dir":
+    if kind in ("query_dir", "query_rest"):
         out = tmp / "out"
         manifest = json.loads((out / "_SUCCESS").read_text())
         listed = [f["name"] for f in manifest["files"]]
@@ -194,6 +198,8 @@ def _check_query(kind: str, tmp: Path, org: Admin, url: str, orphaned: bool = Fa
     # the orphan may have finished by itself before the retry looked: then it is left complete, never open)
     if orphaned:
         assert states in (["Aborted", "JobComplete"], ["JobComplete", "JobComplete"]), states
+    elif kind == "query_rest":
+        assert states == [], states  # read through the REST API, every try
     else:
         assert states == ["JobComplete"], states
 
@@ -268,7 +274,7 @@ def test_killed_at_a_crash_point_on_s3(
 
 def _output(kind: str, tmp: Path) -> Any:
     """A query's output as compared with an uninterrupted run: a single file's bytes, a directory's rows."""
-    if kind != "query_dir":
+    if kind not in ("query_dir", "query_rest"):
         return (tmp / "out.parquet").read_bytes()
     manifest = json.loads((tmp / "out" / "_SUCCESS").read_text())
     return pa.concat_tables([pq.read_table(tmp / "out" / f["name"]) for f in manifest["files"]]).to_pylist()

@@ -76,7 +76,7 @@ class RecordConverter:
 
     def table(self, records: Iterable[dict[str, Any]]) -> pa.Table:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)  # every CR, LF and quote kept
         writer.writerow(self.schema.names)
         for record in records:
             row = []
