@@ -169,8 +169,9 @@ class PollPlan:
     The delay is a tenth of the job's age (``fraction``), at least ``min_interval`` and at most ``max_interval``:
     a job that ends is noticed within about 10% of its running time (plus one request), and a job costs about
     10 polls in its first 10 s, 36 more up to 5 minutes, then one per ``max_interval`` (with the defaults,
-    about 156 polls in its first hour and 120 in each hour after). The age counts from the job's
-    ``createdDate`` (or from when the wait began, whichever is earlier and not in the future).
+    about 156 polls in its first hour and 120 in each hour after). The age counts from when the wait began
+    (``started``), or with ``from_created`` from the job's ``createdDate`` when that is earlier and not in the
+    future (for a waiter that comes and goes, such as a rescheduled sensor; the org's clock is then trusted).
 
     When the job's total is known (an ingest job: the rows uploaded) and ``numberRecordsProcessed`` moved since
     the last look, the rate seen so far predicts the end, and the next look comes then if that is sooner. Each
@@ -186,6 +187,7 @@ class PollPlan:
         total_records: int | None = None,
         clock: Callable[[], float] = time.time,
         started: float | None = None,
+        from_created: bool = False,
     ) -> None:
         if min_interval <= 0 or max_interval <= 0 or fraction <= 0:
             raise ValueError("poll intervals and the fraction must be positive")
@@ -195,6 +197,7 @@ class PollPlan:
         self.total_records = total_records
         self.clock = clock
         self.started = clock() if started is None else float(started)
+        self.from_created = from_created
         self.polls = 0
         self._first: tuple[float, int] | None = None  # (time, processed) at the first look while InProgress
         self._last_processed = -1
@@ -203,7 +206,9 @@ class PollPlan:
 
     def age(self, info: JobInfo | None, now: float) -> float:
         anchor = self.started
-        created = _parse_datetime(str(info.raw.get("createdDate") or "")) if info is not None else None
+        created = None
+        if self.from_created and info is not None:
+            created = _parse_datetime(str(info.raw.get("createdDate") or ""))
         if created is not None and created.timestamp() <= now:
             anchor = min(anchor, created.timestamp())
         return max(now - anchor, 0.0)

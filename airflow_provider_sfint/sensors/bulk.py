@@ -108,7 +108,7 @@ class SalesforceBulkJobSensor(BaseSensorOperator):
             raise AirflowFailException(str(info.error()))
         if not self.exponential_backoff and self.max_poke_interval > 0:
             shortest = min(5.0 if self.reschedule else 1.0, self.max_poke_interval)
-            plan = PollPlan(shortest, self.max_poke_interval)
+            plan = PollPlan(shortest, self.max_poke_interval, from_created=True)
             self.poke_interval = plan.regular(info, time.time())
             self.log.info("next poke in %.1f s", self.poke_interval)
         return False

@@ -102,11 +102,11 @@ def test_progress_predicts_the_end_of_an_ingest_job() -> None:
 def test_the_plan_counts_a_jobs_age_from_its_creation() -> None:
     clock = FakeClock()
     stamp = datetime.fromtimestamp(clock.now - 200, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
-    plan = PollPlan(clock=clock)
     older = JobInfo.parse("query", {"id": "750x", "state": "InProgress", "createdDate": stamp})
-    assert plan.next_delay(older) == pytest.approx(20.0, abs=0.01)  # ... a job created 200 s earlier
+    assert PollPlan(clock=clock, from_created=True).next_delay(older) == pytest.approx(20.0, abs=0.01)
+    assert PollPlan(clock=clock).next_delay(older) == 1.0  # by default the age counts from the wait's start
     future = JobInfo.parse("query", {"id": "750x", "state": "InProgress", "createdDate": "2099-01-01T00:00:00Z"})
-    assert PollPlan(clock=clock).next_delay(future) == 1.0  # a server clock ahead of ours is not trusted
+    assert PollPlan(clock=clock, from_created=True).next_delay(future) == 1.0  # an org clock ahead is not trusted
 
 
 def test_timeout_messages_are_recognised() -> None:
