@@ -10,9 +10,9 @@ FLOOR_VENV := .venv-floor
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-stamp
 
 PYTEST_WORKERS ?= -n 2 --dist worksteal
-BENCHES := bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc
+BENCHES := bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc bench-realistic
 
-.PHONY: diagrams proto install demo airflow bench docs test test-floor test-distributed distributed-services lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc clean
+.PHONY: diagrams proto install demo airflow bench docs test test-floor test-distributed distributed-services lint typecheck pytest emulator bench-emulator bench-query bench-ingest bench-composite bench-events bench-cdc bench-realistic clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -97,6 +97,11 @@ bench-query: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+# End to end under the emulator's realistic org profile (latency, job durations, bandwidth): about 25 minutes.
+bench-realistic: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'apache-airflow-providers-salesforce>=5.10'
+	$(BIN)/python bench/realistic.py
 
 bench-composite: $(STAMP)
 	$(BIN)/python bench/composite.py

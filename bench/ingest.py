@@ -94,7 +94,7 @@ def make_input(rows: int, folder: Path) -> Path:
 # --- tools (each in a child process) -----------------------------------------------------------------------
 
 
-def run_sfint(url: str, cert: str, source: Path, out: dict[str, Any]) -> None:
+def run_sfint(url: str, cert: str, source: Path, out: dict[str, Any], poll_interval: float | None = 0.5) -> None:
     home = tempfile.mkdtemp(prefix="sfint-bench-airflow-")
     extra = {"auth_type": "client_credentials", **CLIENT, "verify_tls": cert}
     os.environ.update(
@@ -112,8 +112,8 @@ def run_sfint(url: str, cert: str, source: Path, out: dict[str, Any]) -> None:
         operation="upsert",
         external_id_field="External_Id__c",
         source=str(source),
-        poll_interval=0.5,
         sfint_conn_id="sfint_bench",
+        **({} if poll_interval is None else {"poll_interval": poll_interval}),
     )
     started = time.perf_counter()
     summary = op.execute({})

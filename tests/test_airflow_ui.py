@@ -71,6 +71,7 @@ with DAG("sfint_ui_links", schedule="@daily", start_date=datetime(2026, 1, 1, tz
         initial_window_start="2000-01-01T00:00:00+00:00",
         output="{out}/accounts.parquet",
         poll_interval=0.2,
+        api="bulk",  # the job link is the point here
         sfint_conn_id="{conn}",
     )
     SalesforceBulkQueryOperator(

@@ -42,6 +42,7 @@ def _block_with(name: str, marker: str) -> str:
         ("bulk-query.md", 0),
         ("bulk-query.md", 1),
         ("bulk-query.md", 2),
+        ("bulk-query.md", 3),
         ("bulk-ingest.md", 0),
         ("sensors.md", 0),
         ("sensors.md", 1),
@@ -128,9 +129,11 @@ def test_soql_literal_filter_renders_a_safe_query(
 
     _default_connection(monkeypatch, emulator_url)
     fresh_org.load("Account", [{"Name": "O'Brien"}, {"Name": "OBrien"}])
-    code = _blocks("bulk-query.md")[1].replace("file:///tmp/accounts_by_name.parquet", f"file://{tmp_path}/a.parquet")
+    code = _block_with("bulk-query.md", "accounts_by_name").replace(
+        "file:///tmp/accounts_by_name.parquet", f"file://{tmp_path}/a.parquet"
+    )
     scope: dict[str, object] = {"__name__": "__docs__"}
-    exec(compile(code, "bulk-query.md[1]", "exec"), scope)
+    exec(compile(code, "bulk-query.md", "exec"), scope)
     dag = scope["dag"]
     task = dag.get_task("extract")  # type: ignore[attr-defined]
     soql = dag.get_template_env().from_string(task.soql).render(params={"name": "O'Brien"})  # type: ignore[attr-defined]

@@ -125,6 +125,19 @@ def _top_level(query: str) -> list[tuple[int, str]]:
     return words
 
 
+def bulk_refuses(query: str) -> str | None:
+    """The top-level clause of ``query`` that Bulk API 2.0 query refuses (``GROUP BY``, ``OFFSET``, ``TYPEOF``),
+    or None. The REST query API runs them; a query that may run either way must not use them."""
+    words = _top_level(query)
+    for k, (_, word) in enumerate(words):
+        if word == "TYPEOF":
+            return word
+        clause = _clause_at(words, k)
+        if clause in ("GROUP BY", "OFFSET"):
+            return clause
+    return None
+
+
 def _clause_at(words: list[tuple[int, str]], k: int) -> str | None:
     word = words[k][1]
     nxt = words[k + 1][1] if k + 1 < len(words) else ""

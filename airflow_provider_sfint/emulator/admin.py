@@ -118,6 +118,8 @@ def _dispatch(em: Emulator, method: str, path: str, body: dict[str, Any], query:
             elif "offset_seconds" in body:
                 em.clock.offset = float(body["offset_seconds"])
         return _ok({"now": storage_datetime(em.clock.now()), "offset_seconds": em.clock.offset})
+    if head == "bulk" and parts[1:] == ["jobs"]:
+        return _ok(em.bulk.timings())
     if head == "bulk":
         if method == "PUT":
             settings = em.bulk.settings

@@ -233,18 +233,23 @@ class Bulk:
             job.state = "InProgress"
             job.modified = self.em.clock.time()
             job.running_since = time.monotonic()
+            job.running_at = time.time()
             work()
             if not job.aborted.is_set() and job.state == "InProgress":
+                job.ended_at = time.time()  # before the state: a look that sees the end finds it set
                 job.state = "JobComplete"
         except JobFailure as exc:
-            job.state = "Failed"
+            job.ended_at = time.time()
             job.error_message = str(exc)
-        except Exception as exc:  # a bug of ours: the job fails visibly instead of hanging InProgress
             job.state = "Failed"
+        except Exception as exc:  # a bug of ours: the job fails visibly instead of hanging InProgress
+            job.ended_at = time.time()
             job.error_message = f"InternalServerError : {type(exc).__name__}: {exc}"
+            job.state = "Failed"
         finally:
             job.total_processing_ms = int((time.monotonic() - started) * 1000)
             job.modified = self.em.clock.time()
+            job.ended_at = job.ended_at or time.time()
 
     def _run_ingest(self, job: Job) -> None:
         self._run_job(job, self.em.timing.ingest_startup_s, IngestRun(self, job).run)
@@ -313,7 +318,29 @@ class Bulk:
         return Resp.json(200, body)
 
     def info(self, req: Req, kind: str) -> Resp:
-        return Resp.json(200, self.job(req, kind).info())
+        job = self.job(req, kind)
+        body = job.info()
+        if job.ended_at and not job.noticed_at and body["state"] in TERMINAL:
+            job.noticed_at = time.time()  # the first look that saw the end (the admin API's notice delay)
+        return Resp.json(200, body)
+
+    def timings(self) -> list[dict[str, Any]]:
+        """Per job: when it was created, ran, ended and was first seen ended (Unix seconds; admin API)."""
+        return [
+            {
+                "id": job.id,
+                "kind": job.kind,
+                "object": job.object,
+                "state": job.state,
+                "records": job.processed,
+                "created": job.created_at,
+                "running": job.running_at or None,
+                "ended": job.ended_at or None,
+                "noticed": job.noticed_at or None,
+                "notice_delay_s": round(job.noticed_at - job.ended_at, 3) if job.noticed_at else None,
+            }
+            for job in list(self.jobs.values())
+        ]
 
     # --- query ----------------------------------------------------------------------------------
 

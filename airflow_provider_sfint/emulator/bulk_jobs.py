@@ -4,6 +4,7 @@ a whole job."""
 from __future__ import annotations
 
 import threading
+import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,11 @@ class Job:
     header: bytes = b""
     aborted: threading.Event = field(default_factory=threading.Event)
     running_since: float = 0.0  # time.monotonic() when the job went InProgress
+    # wall-clock (time.time(), not the org's clock) instants for the admin API's job timings
+    created_at: float = field(default_factory=time.time)
+    running_at: float = 0.0
+    ended_at: float = 0.0
+    noticed_at: float = 0.0
 
     def info(self, full: bool = True) -> dict[str, Any]:
         stamp = format_datetime(_utc(self.created))

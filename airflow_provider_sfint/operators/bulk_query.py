@@ -13,7 +13,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath,
 from ..client.arrowio import FORMATS, ColumnResolver, QueryOutput
 from ..client.bulk2 import POLL_START, Bulk2, JobInfo, job_link
 from ..client.errors import BulkJobError, InputError, NotFoundError, QueryError, SalesforceError
-from ..client.soql import add_window, query_shape
+from ..client.soql import add_window, bulk_refuses, query_shape
 from ..compat import AirflowFailException
 from ..engines.query import KEYS, SPLIT_KEY, QueryEngine, QuerySettings, QuerySpec
 from ..engines.state import StateStore
@@ -272,7 +272,10 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         if done is not None:
             return done
         job_id = engine.saved_job()
-        if job_id is None and self.api != "bulk":
+        refused = bulk_refuses(engine.spec.soql) if self.api == "auto" else None
+        if refused:  # it may run as a Bulk job, which refuses it: the same answer whatever the query returns
+            self.log.info("the query has %s, which Bulk API 2.0 refuses: not reading it through REST", refused)
+        if job_id is None and self.api != "bulk" and not refused:
             try:
                 summary = engine.read_rest(None if self.api == "rest" else self.rest_threshold)
             except InputError as exc:

@@ -129,3 +129,15 @@ def test_an_emulator_process_starts_with_a_profile() -> None:
     with EmulatorProcess(seed="empty", profile="realistic") as server:
         profile = httpx.get(f"{server.url}/__emulator__/profile").json()
         assert profile["profile"] == "realistic" and profile["timing"]["download_bytes_per_s"] == 8_000_000
+
+
+def test_job_timings_give_the_notice_delay(admin: Admin, sf: SalesforceHttp) -> None:
+    admin.set("timing", query_startup_s=0.3)
+    job_id = str(sf.post("jobs/query", json={"operation": "query", "query": "SELECT Id FROM Account"}).json()["id"])
+    (timing,) = [t for t in admin._call("GET", "bulk/jobs") if t["id"] == job_id]
+    assert timing["ended"] is None and timing["noticed"] is None
+    time.sleep(1.0)
+    assert _info(sf, "query", job_id)["state"] == "JobComplete"
+    (timing,) = [t for t in admin._call("GET", "bulk/jobs") if t["id"] == job_id]
+    assert timing["created"] <= timing["running"] <= timing["ended"] <= timing["noticed"]
+    assert 0.3 <= timing["notice_delay_s"] <= 1.0  # looked at about 1 s after creation; it ended after 0.3 s

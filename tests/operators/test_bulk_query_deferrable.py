@@ -32,6 +32,7 @@ with DAG("sfint_bulk_query_deferrable", schedule=None, start_date=datetime(2026,
         output=os.environ.get("SFINT_TEST_OUTPUT", "/tmp/unused.parquet"),
         deferrable=True,
         poll_interval=0.2,
+        api="bulk",  # a small org: "auto" would read it through REST, with no job to wait for
         sfint_conn_id=os.environ.get("SFINT_TEST_CONN", "sfint_default"),
     )
 """
@@ -132,6 +133,7 @@ def test_a_deferred_split_never_blocks_a_worker(conn: str, fresh_org: Admin, tmp
             window_start=start.isoformat(),
             window_end=end.isoformat(),
             max_split_depth=6,
+            api="bulk",
             deferrable=True,
             poll_interval=0.1,
             sfint_conn_id=conn,

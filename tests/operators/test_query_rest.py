@@ -130,3 +130,22 @@ def test_bad_api_settings_name_the_setting() -> None:
         SalesforceBulkQueryOperator(task_id="q", soql=SOQL, output="/tmp/x.parquet", api="soap")
     with pytest.raises(ValueError, match="rest_threshold"):
         SalesforceBulkQueryOperator(task_id="q", soql=SOQL, output="/tmp/x.parquet", rest_threshold=-1)
+
+
+def test_clauses_bulk_refuses_are_found_outside_literals() -> None:
+    from airflow_provider_sfint.client.soql import bulk_refuses
+
+    assert bulk_refuses("SELECT Industry FROM Account GROUP BY Industry") == "GROUP BY"
+    assert bulk_refuses("SELECT Id FROM Account LIMIT 5 OFFSET 2") == "OFFSET"
+    assert bulk_refuses("SELECT TYPEOF What WHEN Account THEN Name END FROM Event") == "TYPEOF"
+    assert bulk_refuses("SELECT Id FROM Account WHERE Name = 'GROUP BY OFFSET'") is None
+    assert bulk_refuses("SELECT Id, (SELECT Id FROM Contacts OFFSET 1) FROM Account") is None  # a subquery's own
+
+
+def test_auto_fails_a_group_by_as_bulk_does_even_when_small(conn: str, tmp_path: Path) -> None:
+    from airflow_provider_sfint.compat import AirflowFailException
+
+    soql = "SELECT Industry FROM Account GROUP BY Industry"
+    with pytest.raises(AirflowFailException, match="GROUP BY"):
+        _op(conn, tmp_path / "g.parquet", soql=soql).execute(make_context())
+    assert not list(tmp_path.iterdir())

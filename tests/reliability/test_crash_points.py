@@ -46,7 +46,7 @@ with DAG("sfint_points_KIND", schedule="@daily", start_date=start, default_args=
         SalesforceBulkQueryOperator(task_id="work", soql="SELECT Id, Name FROM Account", output=f"{folder}/out.parquet",
                                     incremental_field="CreatedDate", window_start=os.environ["SFINT_CRASH_START"],
                                     window_end=os.environ["SFINT_CRASH_END"], max_split_depth=6, page_size=20,
-                                    parallel_pages=1, poll_interval=0.2, sfint_conn_id=conn)
+                                    parallel_pages=1, poll_interval=0.2, api="bulk", sfint_conn_id=conn)
     elif kind.startswith("query"):
         soql = os.environ.get("SFINT_CRASH_SOQL", "SELECT Id, Name FROM Account")
         folders = kind in ("query_dir", "query_rest")

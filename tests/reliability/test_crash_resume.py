@@ -44,7 +44,8 @@ start = datetime(2026, 1, 1, tzinfo=timezone.utc)
 with DAG("sfint_crash_KIND", schedule=None, start_date=start, default_args=args) as dag:
     if kind == "query":
         SalesforceBulkQueryOperator(task_id="work", soql="SELECT Id, Name FROM Account", output=f"{folder}/out/",
-                                    page_size=20, parallel_pages=1, part_size=40, poll_interval=0.2, sfint_conn_id=conn)
+                                    page_size=20, parallel_pages=1, part_size=40, poll_interval=0.2, api="bulk",
+                                    sfint_conn_id=conn)
     elif kind.startswith("ingest"):
         SalesforceBulkIngestOperator(task_id="work", object="Account", operation="insert",
                                      source=f"{folder}/in.parquet", poll_interval=0.2, sfint_conn_id=conn)

@@ -26,9 +26,10 @@ FAULTS = [
     {"kind": "lock_row", "rate": 0.01},
     {"kind": "latency", "latency_ms": 30, "rate": 0.2},
     # Each kind at least once, whatever the rates draw on a run this short:
-    {"kind": "503", "path": "/jobs/query", "after": 1, "count": 1},
-    {"kind": "429", "path": "/jobs/query", "after": 3, "count": 1, "retry_after": 1},
-    {"kind": "drop", "path": "/results", "method": "GET", "count": 1},
+    # ("/query": the REST query of a small read and the Bulk query job alike)
+    {"kind": "503", "path": "/query", "after": 1, "count": 1},
+    {"kind": "429", "path": "/query", "after": 3, "count": 1, "retry_after": 1},
+    {"kind": "drop", "path": "/query", "method": "GET", "count": 1},
     {"kind": "lock_row", "path": "/composite/sobjects", "count": 1},
 ]
 

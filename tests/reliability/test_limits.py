@@ -31,6 +31,7 @@ def test_exhaustion_mid_download_stops_at_once_and_commits_nothing(conn: str, fr
         output=str(out),
         page_size=10,
         parallel_pages=1,
+        api="bulk",  # the Bulk path's result pages
         sfint_conn_id=conn,
     )
     used = _calls(fresh_org)

@@ -32,7 +32,7 @@ def _query(conn: str, output: str, **kw: Any) -> SalesforceBulkQueryOperator:
         part_size=50,
         poll_interval=0.05,
         sfint_conn_id=conn,
-        **kw,
+        **{"api": "bulk", **kw},
     )
 
 

@@ -37,8 +37,8 @@ def test_full_pipeline_at_debug_leaks_nothing(
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG",
     }.items():
         monkeypatch.setenv(key, value)
-    fresh_org.settings(token_expire_after_requests=15)  # sessions are refreshed during the run: more tokens
-    fresh_org.faults({"kind": "503", "rate": 0.1, "path": "/jobs/"}, seed=3)  # and retries are logged
+    fresh_org.settings(token_expire_after_requests=5)  # sessions are refreshed during the run: more tokens
+    fresh_org.faults({"kind": "503", "path": "/query", "count": 2})  # and retries are logged
     with caplog.at_level(logging.DEBUG):
         for name in ("httpx", "httpcore", "airflow_provider_sfint", "airflow"):
             logging.getLogger(name).setLevel(logging.DEBUG)
