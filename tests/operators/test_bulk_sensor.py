@@ -93,3 +93,20 @@ def test_bad_settings_name_themselves(conn: str, fresh_org: Admin) -> None:
         SalesforceBulkJobSensor(task_id="s", job_id="750x", kind="other", sfint_conn_id=conn).poke(make_context())
     with pytest.raises(AirflowFailException, match="does not exist"):
         SalesforceBulkJobSensor(task_id="s", job_id="750Hx0000000999IAA", sfint_conn_id=conn).poke(make_context())
+
+
+def test_each_poke_sets_the_next_from_the_jobs_age(conn: str, fresh_org: Admin) -> None:
+    fresh_org.set("timing", query_startup_s=30)  # running for the whole test
+    job_id = _job(conn)
+    poke = SalesforceBulkJobSensor(task_id="p", job_id=job_id, kind="query", sfint_conn_id=conn)
+    assert poke.poke_interval == 30  # the longest wait, unless given
+    assert poke.poke(make_context()) is False and poke.poke_interval == 1.0  # a young job: looked at again soon
+    rescheduled = SalesforceBulkJobSensor(
+        task_id="r", job_id=job_id, kind="query", mode="reschedule", sfint_conn_id=conn
+    )
+    assert rescheduled.poke(make_context()) is False and rescheduled.poke_interval == 5.0  # each poke a task start
+    backoff = SalesforceBulkJobSensor(
+        task_id="b", job_id=job_id, kind="query", exponential_backoff=True, poke_interval=7, sfint_conn_id=conn
+    )
+    assert backoff.poke(make_context()) is False and backoff.poke_interval == 7  # Airflow's own backoff, untouched
+    Bulk2(SalesforceHook(sfint_conn_id=conn).client).abort("query", job_id)
