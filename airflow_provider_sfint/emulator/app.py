@@ -422,6 +422,10 @@ class Emulator:
     async def _data(self, request: Request) -> Response:
         path = request.url.path
         m = VERSION_RE.match(path)
+        if m is not None and rest.retired_version(m.group(1)):
+            self.count("retired version")
+            message = rest.RETIRED_MESSAGE.format(version=m.group(1), min=rest.RETIRED_BELOW)
+            return _json(410, [{"errorCode": "GONE", "message": message}])
         if m is None or not rest.supported_version(m.group(1)):
             self.count("unknown version")
             return _json(404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}])

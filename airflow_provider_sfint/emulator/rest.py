@@ -18,8 +18,12 @@ if TYPE_CHECKING:
     from .app import Emulator
 
 RELEASES = ("Winter", "Spring", "Summer")
-MIN_VERSION = 20
+#: 7.0-20.0 retired in Summer '22 and 21.0-30.0 in Summer '25: REST answers 410, SOAP UNSUPPORTED_API_VERSION
+#: (Salesforce knowledge article 000354473)
+RETIRED_BELOW = 31
+MIN_VERSION = RETIRED_BELOW
 MAX_VERSION = 63
+RETIRED_MESSAGE = "API version {version} was retired; use version {min}.0 or later"
 
 
 def release_label(major: int) -> str:
@@ -34,6 +38,12 @@ def versions() -> list[dict[str, str]]:
         {"label": release_label(v), "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
         for v in range(MIN_VERSION, MAX_VERSION + 1)
     ]
+
+
+def retired_version(version: str) -> bool:
+    """A version Salesforce has retired (``7.0`` to ``30.0``): answered 410 GONE, not 404."""
+    major, _, minor = version.partition(".")
+    return major.isdigit() and minor == "0" and 7 <= int(major) < RETIRED_BELOW
 
 
 def supported_version(version: str) -> bool:

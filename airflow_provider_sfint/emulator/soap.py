@@ -15,6 +15,8 @@ from xml.sax.saxutils import escape
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import rest
+
 if TYPE_CHECKING:
     from .app import Emulator
 
@@ -34,11 +36,12 @@ def _xml(status: int, body: str) -> Response:
     return Response(ENVELOPE.format(body=body), status_code=status, media_type="text/xml; charset=utf-8")
 
 
-def fault(code: str, message: str, *, login_fault: bool = True) -> Response:
-    """A SOAP fault, as Salesforce answers it: HTTP 500, ``faultcode`` ``sf:<CODE>``, and a LoginFault detail."""
+def fault(code: str, message: str, *, login_fault: bool = True, detail_type: str = "LoginFault") -> Response:
+    """A SOAP fault, as Salesforce answers it: HTTP 500, ``faultcode`` ``sf:<CODE>``, and a ``detail_type`` detail
+    (a ``soapenv`` fault without detail when ``login_fault`` is false: a malformed request)."""
     detail = (
-        f'<detail><sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>{code}</sf:exceptionCode>'
-        f"<sf:exceptionMessage>{escape(message)}</sf:exceptionMessage></sf:LoginFault></detail>"
+        f'<detail><sf:{detail_type} xsi:type="sf:{detail_type}"><sf:exceptionCode>{code}</sf:exceptionCode>'
+        f"<sf:exceptionMessage>{escape(message)}</sf:exceptionMessage></sf:{detail_type}></detail>"
         if login_fault
         else ""
     )
@@ -76,6 +79,12 @@ async def login(em: Emulator, request: Request, version: str) -> Response:
             "Client", "Element {urn:partner.soap.sforce.com}login expected in the SOAP Body", login_fault=False
         )
     username, password = found
+    if rest.retired_version(version):
+        return fault(
+            "UNSUPPORTED_API_VERSION",
+            rest.RETIRED_MESSAGE.format(version=version, min=rest.RETIRED_BELOW),
+            detail_type="UnexpectedErrorFault",
+        )
     user = username.lower()
     expected = em.auth.passwords.get(user)
     token = em.auth.security_tokens.get(user, "")

@@ -406,3 +406,16 @@ def test_an_eleventh_open_cursor_closes_the_least_recently_used(sf: SalesforceHt
         assert closed.status_code == 400 and closed.json()[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
         assert all(sf.http.get(sf.url + url).status_code == 200 for url in [first[0], *first[2:]])
         assert other.http.get(other.url + theirs).status_code == 200
+
+
+def test_retired_api_versions_answer_gone(sf: SalesforceHttp, emulator_url: str) -> None:
+    """Issue 17 item 5: versions 7.0-30.0 are retired (Summer '22 and Summer '25): REST and Bulk 2.0 answer 410
+    GONE, not 404; 31.0 is the oldest that works, and the versions list starts there."""
+    headers = {"Authorization": f"Bearer {sf.token}"}
+    for path in ("/services/data/v30.0/sobjects/Account/describe", "/services/data/v20.0/jobs/query"):
+        r = httpx.get(f"{emulator_url}{path}", headers=headers)
+        assert r.status_code == 410, path
+        assert r.json()[0]["errorCode"] == "GONE" and "31.0 or later" in r.json()[0]["message"]
+    assert httpx.get(f"{emulator_url}/services/data/v31.0/limits", headers=headers).status_code == 200
+    assert httpx.get(f"{emulator_url}/services/data/v99.0/limits", headers=headers).status_code == 404
+    assert httpx.get(f"{emulator_url}/services/data/").json()[0]["version"] == "31.0"

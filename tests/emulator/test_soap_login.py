@@ -97,3 +97,9 @@ def test_simple_salesforce_signs_in_with_a_security_token(emulator_url: str, fre
         assert exc.code == "INVALID_LOGIN" and "security token" in str(exc)  # read from the fault detail
     else:
         raise AssertionError("a wrong security token signed in")
+
+
+def test_a_retired_version_answers_unsupported_api_version(emulator_url: str, fresh_org: Admin) -> None:
+    answer = _login(emulator_url, ADMIN_PASSWORD + ADMIN_SECURITY_TOKEN, version="30.0")
+    assert answer.status_code == 500
+    assert _tag(answer.text, "faultcode") == "sf:UNSUPPORTED_API_VERSION" and "31.0" in answer.text
