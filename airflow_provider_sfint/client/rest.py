@@ -103,6 +103,20 @@ def parse_query_page(response: httpx.Response, exact_numbers: bool = False) -> Q
     return QueryPage(list(body.get("records") or []), int(body.get("totalSize", 0)), done, next_url)
 
 
+def unfinished_children(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The child subquery results of ``record`` that Salesforce paged (``done: false``, a ``nextRecordsUrl``): their
+    remaining records must be fetched, or the children beyond the first page are silently missing."""
+    found = []
+    for value in record.values():
+        if isinstance(value, dict) and "records" in value and value.get("done") is False:
+            if not value.get("nextRecordsUrl"):
+                raise SalesforceError(
+                    "a child subquery result says done=false but has no nextRecordsUrl; refusing to drop its records"
+                )
+            found.append(value)
+    return found
+
+
 def describe_request(config: ClientConfig, obj: str, cached: tuple[str | None, str | None, Any] | None) -> ApiRequest:
     headers = {}
     if cached:
@@ -246,10 +260,23 @@ class SalesforceClient(_Base):
     def query(
         self, soql: str, *, include_deleted: bool = False, batch_size: int | None = None, flatten: bool = False
     ) -> Iterator[dict[str, Any]]:
-        """Records of ``soql``, page by page (``nextRecordsUrl``), so memory holds one page at a time."""
+        """Records of ``soql``, page by page (``nextRecordsUrl``), so memory holds one page at a time. A child
+        subquery result that Salesforce paged is completed first (its own ``nextRecordsUrl``s): each record comes
+        with all of its children, ``done: true``."""
         for page in self.query_pages(soql, include_deleted=include_deleted, batch_size=batch_size):
             for record in page.records:
+                for child in unfinished_children(record):
+                    self._complete(child)
                 yield flatten_record(record) if flatten else record
+
+    def _complete(self, result: dict[str, Any]) -> None:
+        request: ApiRequest | None = ApiRequest("GET", str(result["nextRecordsUrl"]))
+        while request is not None:
+            page = parse_query_page(self.transport.send(request))
+            result["records"].extend(page.records)
+            request = next_page_request(page, request)
+        result["done"] = True
+        result.pop("nextRecordsUrl", None)
 
     def query_all(self, soql: str, **kw: Any) -> list[dict[str, Any]]:
         return list(self.query(soql, **kw))
@@ -356,8 +383,19 @@ class AsyncSalesforceClient(_Base):
         while request is not None:
             page = parse_query_page(await self.transport.asend(request))
             for record in page.records:
+                for child in unfinished_children(record):
+                    await self._complete(child)
                 yield flatten_record(record) if flatten else record
             request = next_page_request(page, request)
+
+    async def _complete(self, result: dict[str, Any]) -> None:
+        more: ApiRequest | None = ApiRequest("GET", str(result["nextRecordsUrl"]))
+        while more is not None:
+            page = parse_query_page(await self.transport.asend(more))
+            result["records"].extend(page.records)
+            more = next_page_request(page, more)
+        result["done"] = True
+        result.pop("nextRecordsUrl", None)
 
     async def describe(self, obj: str) -> dict[str, Any]:
         request = describe_request(self.config, obj, self._describe_cache.get(obj.lower()))

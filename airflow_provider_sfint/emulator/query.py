@@ -24,6 +24,11 @@ MAX_CURSORS = 200
 MAX_CURSORS_PER_USER = 10
 
 
+#: A parent's child records beyond this many come in pages of their own: the child result carries done:false and
+#: a nextRecordsUrl (the number is the emulator's choice: Salesforce documents that subquery results page, not when)
+CHILD_BATCH = 200
+
+
 @dataclass
 class Cursor:
     query: CompiledQuery
@@ -32,6 +37,17 @@ class Cursor:
     resource: str
     touched: float
     user: str = ""
+
+
+@dataclass
+class ChildCursor:
+    """The rest of one parent's child records (already rendered), read through the child's nextRecordsUrl."""
+
+    records: list[str]
+    version: str
+    resource: str
+    touched: float
+    parent: str | None = None  # the query cursor whose page it came with: its next page closes this one
 
 
 def clamp_batch_size(header: str | None) -> int:
@@ -53,7 +69,7 @@ class QueryEngine:
         self.org = org
         self.store = store
         self.clock = clock
-        self._cursors: OrderedDict[str, Cursor] = OrderedDict()
+        self._cursors: OrderedDict[str, Cursor | ChildCursor] = OrderedDict()
         self._lock = threading.Lock()
         self._counter = 0
 
@@ -88,8 +104,14 @@ class QueryEngine:
             if cursor is not None:
                 self._cursors.move_to_end(cursor_id)
                 cursor.touched = time.monotonic()
-        if cursor is None or not offset_text.isdigit() or int(offset_text) > len(cursor.rids):
+        size = len(cursor.records) if isinstance(cursor, ChildCursor) else len(cursor.rids) if cursor else 0
+        if cursor is None or not offset_text.isdigit() or int(offset_text) > size:
             raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        if isinstance(cursor, ChildCursor):
+            return self._child_page(cursor, cursor_id, int(offset_text), batch_size)
+        with self._lock:  # "a queryMore() on a parent invalidates all child cursors in the previous result set"
+            for key in [k for k, c in self._cursors.items() if isinstance(c, ChildCursor) and c.parent == cursor_id]:
+                del self._cursors[key]
         return self._page(cursor, cursor_id, int(offset_text), batch_size)
 
     # --- paging ---------------------------------------------------------------------------------
@@ -101,30 +123,93 @@ class QueryEngine:
         while len(self._cursors) > MAX_CURSORS:
             self._cursors.popitem(last=False)
 
+    def _register(self, cursor: Cursor | ChildCursor) -> str:
+        with self._lock:
+            self._counter += 1
+            cursor_id = make_id("01g", self._counter)
+            self._cursors[cursor_id] = cursor
+            self._expire()
+            user = cursor.user if isinstance(cursor, Cursor) else ""
+            if user:  # a user's query cursors (child results' cursors are not counted)
+                mine = [k for k, c in self._cursors.items() if isinstance(c, Cursor) and c.user == user]
+                for key in mine[: max(0, len(mine) - MAX_CURSORS_PER_USER)]:
+                    del self._cursors[key]
+        return cursor_id
+
     def _page(self, cursor: Cursor, cursor_id: str | None, offset: int, batch_size: int) -> str:
+        """One page of parents. Child records count toward the batch: a page holds as many parents as fit with
+        their children (at least one), so it can be shorter than ``batch_size``."""
         total = len(cursor.rids)
         chunk = cursor.rids[offset : offset + batch_size]
-        records = self.fetch(cursor.query, list(chunk), cursor.version)
-        end = offset + len(chunk)
+        rows, children = self._rows(cursor.query, list(chunk), cursor.version)
+        room, kept = batch_size, 0
+        id_index = cursor.query.root.id_index
+        for row in rows:
+            weight = 1 + sum(min(len(by_parent.get(row[id_index], ())), CHILD_BATCH) for by_parent in children.values())
+            if kept and weight > room:
+                break
+            room -= weight
+            kept += 1
+        consumed = len(chunk)  # every row id of the chunk, unless the page was cut before its last row
+        if kept < len(rows):
+            consumed = chunk.index(rows[kept][-1])  # the first row left out starts the next page
+        rows = rows[:kept]
+        end = offset + consumed
+        if end < total and cursor_id is None:
+            cursor_id = self._register(cursor)
+        rendered = self._render_children(children, {row[id_index] for row in rows}, cursor, cursor_id)
+        records = [self._render(cursor.query.root, row, cursor.version, rendered) for row in rows]
         if end >= total:
             return f'{{"totalSize":{total},"done":true,"records":[{",".join(records)}]}}'
-        if cursor_id is None:
-            with self._lock:
-                self._counter += 1
-                cursor_id = make_id("01g", self._counter)
-                self._cursors[cursor_id] = cursor
-                self._expire()
-                if cursor.user:
-                    mine = [k for k, c in self._cursors.items() if c.user == cursor.user]
-                    for key in mine[: max(0, len(mine) - MAX_CURSORS_PER_USER)]:
-                        del self._cursors[key]
         url = f"/services/data/v{cursor.version}/{cursor.resource}/{cursor_id}-{end}"
         return f'{{"totalSize":{total},"done":false,"nextRecordsUrl":"{url}","records":[{",".join(records)}]}}'
 
+    def _child_page(self, cursor: ChildCursor, cursor_id: str, offset: int, batch_size: int) -> str:
+        total = len(cursor.records)
+        end = min(total, offset + batch_size)
+        body = ",".join(cursor.records[offset:end])
+        if end >= total:
+            return f'{{"totalSize":{total},"done":true,"records":[{body}]}}'
+        url = f"/services/data/v{cursor.version}/{cursor.resource}/{cursor_id}-{end}"
+        return f'{{"totalSize":{total},"done":false,"nextRecordsUrl":"{url}","records":[{body}]}}'
+
+    def _render_children(
+        self, children: dict[str, dict[str, list[str]]], parents: set[Any], cursor: Cursor, parent: str | None
+    ) -> dict[str, dict[str, str]]:
+        """Each kept parent's child result: all its records, or the first CHILD_BATCH and a cursor for the rest."""
+        out: dict[str, dict[str, str]] = {}
+        for relationship, by_parent in children.items():
+            texts = out.setdefault(relationship, {})
+            for pid, recs in by_parent.items():
+                if pid not in parents:
+                    continue
+                if len(recs) <= CHILD_BATCH:
+                    texts[pid] = f'{{"totalSize":{len(recs)},"done":true,"records":[{",".join(recs)}]}}'
+                    continue
+                child = ChildCursor(recs, cursor.version, "query", time.monotonic(), parent)
+                url = f"/services/data/v{cursor.version}/query/{self._register(child)}-{CHILD_BATCH}"
+                texts[pid] = (
+                    f'{{"totalSize":{len(recs)},"done":false,"nextRecordsUrl":"{url}",'
+                    f'"records":[{",".join(recs[:CHILD_BATCH])}]}}'
+                )
+        return out
+
     def fetch(self, cq: CompiledQuery, rids: list[int], version: str) -> list[str]:
-        """Render the records with the given row ids, in the order given."""
+        """Render the records with the given row ids, in the order given (every child record inline)."""
+        rows, children = self._rows(cq, rids, version)
+        rendered = {
+            rel: {pid: f'{{"totalSize":{len(r)},"done":true,"records":[{",".join(r)}]}}' for pid, r in by.items()}
+            for rel, by in children.items()
+        }
+        return [self._render(cq.root, row, version, rendered) for row in rows]
+
+    def _rows(
+        self, cq: CompiledQuery, rids: list[int], version: str
+    ) -> tuple[list[tuple[Any, ...]], dict[str, dict[str, list[str]]]]:
+        """The rows with the given row ids, in the order given, and each relationship's rendered children by
+        parent id."""
         if not rids:
-            return []
+            return [], {}
         lo, hi = min(rids), max(rids)
         base = f"SELECT {cq.select_exprs}, {cq.alias}.rid {cq.from_sql} WHERE "
         if hi - lo < 4 * len(rids):  # a dense page (the usual rid order): one range scan is cheaper than IN
@@ -135,9 +220,12 @@ class QueryEngine:
         by_rid = {row[-1]: row for row in rows if row[-1] in wanted}
         ordered = [by_rid[r] for r in rids if r in by_rid]
         children = {plan.relationship: self._children(plan, ordered, cq.root.id_index, version) for plan in cq.children}
-        return [self._render(cq.root, row, version, children) for row in ordered]
+        return ordered, children
 
-    def _children(self, plan: ChildPlan, parents: list[tuple[Any, ...]], id_index: int, version: str) -> dict[str, str]:
+    def _children(
+        self, plan: ChildPlan, parents: list[tuple[Any, ...]], id_index: int, version: str
+    ) -> dict[str, list[str]]:
+        """Each parent's child records, rendered (SOQL allows one level of parent-to-child)."""
         parent_ids = [row[id_index] for row in parents]
         if not parent_ids:
             return {}
@@ -147,15 +235,11 @@ class QueryEngine:
         sql = child.sql(extra_where=f"{fk_expr} IN ({marks})")
         _, rows = self.store.query(sql, [*child.params, *parent_ids])
         grouped: dict[str, list[str]] = {}
-        sub_children = {p.relationship: self._children(p, rows, child.root.id_index, version) for p in child.children}
         for row in rows:
             bucket = grouped.setdefault(row[plan.fk_index], [])
             if plan.limit is None or len(bucket) < plan.limit:
-                bucket.append(self._render(child.root, row, version, sub_children))
-        return {
-            pid: f'{{"totalSize":{len(recs)},"done":true,"records":[{",".join(recs)}]}}'
-            for pid, recs in grouped.items()
-        }
+                bucket.append(self._render(child.root, row, version, {}))
+        return grouped
 
     def _render(self, node: Node, row: tuple[Any, ...], version: str, children: dict[str, dict[str, str]]) -> str:
         record_id = row[node.id_index]

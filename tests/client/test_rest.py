@@ -124,3 +124,25 @@ def test_async_client_reads(config: ClientConfig) -> None:
             assert (await client.get("Account", rows[0]["Id"]))["Id"] == rows[0]["Id"]
 
     asyncio.run(run())
+
+
+def test_paged_child_results_are_completed(client: SalesforceClient, config: ClientConfig, fresh_org: Admin) -> None:
+    """A parent's children beyond Salesforce's first child page are fetched, not dropped (sync and async)."""
+    ids = fresh_org.load("Account", [{"Name": f"Large family {i}"} for i in range(3)])
+    fresh_org.load("Contact", [{"LastName": f"Kid {n}", "AccountId": a} for a in ids for n in range(450)])
+    quoted = ",".join(f"'{i}'" for i in ids)
+    soql = f"SELECT Id, (SELECT Id FROM Contacts) FROM Account WHERE Id IN ({quoted})"
+    records = client.query_all(soql, batch_size=500)  # two parents fit a page of 500 with their first 200 each
+    assert len(records) == 3
+    for record in records:
+        contacts = record["Contacts"]
+        assert contacts["done"] is True and contacts["totalSize"] == len(contacts["records"]) == 450
+        assert len({c["Id"] for c in contacts["records"]}) == 450
+    flat = client.query_all(soql, flatten=True)
+    assert [len(r["Contacts"]) for r in flat] == [450, 450, 450]
+
+    async def run() -> list[int]:
+        async with AsyncSalesforceClient(config) as aclient:
+            return [len(r["Contacts"]["records"]) async for r in aclient.query(soql, batch_size=500)]
+
+    assert asyncio.run(run()) == [450, 450, 450]

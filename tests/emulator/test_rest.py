@@ -56,7 +56,8 @@ def test_item14_limit_header_counts_calls_and_matches_limits(sf: SalesforceHttp)
 
 
 def test_item15_unknown_version_is_404_json(sf: SalesforceHttp) -> None:
-    r = sf.get("/services/data/v12.0/limits")
+    """A version that never existed (5.0; retired ones answer 410: test_retired_api_versions_answer_gone)."""
+    r = sf.get("/services/data/v5.0/limits")
     assert r.status_code == 404
     assert r.json() == [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
     assert sf.get("/services/data/v99.0/query?q=SELECT+Id+FROM+Account").status_code == 404

@@ -265,3 +265,38 @@ def test_dates_in_results_use_salesforce_formats(sf: SalesforceHttp, people: dic
     assert date.fromisoformat(rec["Birthdate"]) == date(1990, 5, 1)
     created = rec["CreatedDate"]
     assert len(created) == 28 and created.endswith("+0000") and created[19] == "."
+
+
+def _family(admin: Admin, parents: int, children: int) -> list[str]:
+    ids = admin.load("Account", [{"Name": f"Family {i:02d}"} for i in range(parents)])
+    admin.load("Contact", [{"LastName": f"Child {i:04d}", "AccountId": a} for a in ids for i in range(children)])
+    return ids
+
+
+def test_a_large_child_result_pages_with_its_own_locator(sf: SalesforceHttp, admin: Admin) -> None:
+    """Issue 17 item 5: a parent's children beyond 200 come through the child result's nextRecordsUrl."""
+    (account,) = _family(admin, 1, 450)
+    soql = f"SELECT Id, (SELECT Id, LastName FROM Contacts ORDER BY LastName) FROM Account WHERE Id = '{account}'"
+    page = sf.get("query", params={"q": soql}).json()
+    contacts = page["records"][0]["Contacts"]
+    assert page["done"] is True and contacts["totalSize"] == 450 and contacts["done"] is False
+    assert len(contacts["records"]) == 200 and contacts["nextRecordsUrl"].startswith("/services/data/v")
+    rest = sf.get(contacts["nextRecordsUrl"]).json()
+    assert rest["done"] is True and rest["totalSize"] == 450 and len(rest["records"]) == 250
+    names = [r["LastName"] for r in contacts["records"] + rest["records"]]
+    assert names == [f"Child {i:04d}" for i in range(450)]
+
+
+def test_child_records_count_toward_the_batch(sf: SalesforceHttp, admin: Admin) -> None:
+    ids = _family(admin, 5, 300)
+    quoted = ",".join(f"'{i}'" for i in ids)
+    soql = f"SELECT Id, (SELECT Id FROM Contacts) FROM Account WHERE Id IN ({quoted}) ORDER BY Name"
+    first = sf.get("query", params={"q": soql}, headers={"Sforce-Query-Options": "batchSize=1000"}).json()
+    # each parent weighs 1 + its first 200 children: four fit in 1,000, the fifth starts the next page
+    assert first["totalSize"] == 5 and first["done"] is False and len(first["records"]) == 4
+    child_url = first["records"][0]["Contacts"]["nextRecordsUrl"]
+    second = sf.get(first["nextRecordsUrl"]).json()
+    assert second["done"] is True and [r["Id"] for r in second["records"]] == [ids[4]]
+    # the parent's next page closed the previous page's child cursors, as queryMore() does
+    stale = sf.get(child_url)
+    assert stale.status_code == 400 and stale.json()[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
