@@ -54,6 +54,30 @@ def supported_version(version: str) -> bool:
         return False
 
 
+#: "Do not specify Id or an external ID field in the request body or an error is generated" (REST API guide up
+#: to v55.0); later guides drop the sentence, so from v56.0 the emulator only refuses a value that contradicts
+#: the URL. The error code and message are the emulator's (no source gives them).
+UPSERT_BODY_STRICT_UNTIL = 55.0
+
+
+def _check_upsert_body(req: Req, obj: ObjectDef, field_name: str, value: str | None, body: dict[str, Any]) -> None:
+    for key, given in body.items():
+        lowered = key.lower()
+        if lowered not in ("id", field_name.lower()):
+            continue
+        same = lowered == field_name.lower() and given is not None and str(given).lower() == str(value).lower()
+        if req.version_float <= UPSERT_BODY_STRICT_UNTIL or not same:
+            found = obj.field(key)
+            name = found.name if found is not None else key
+            raise ApiError(
+                400,
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                f"{obj.name}.{name} must not be in the body of an upsert by {field_name}: the URL gives the key "
+                f"({value!r})",
+                fields=[name],
+            )
+
+
 def register(router: Router, em: Emulator) -> None:
     org = em.org
 
@@ -236,6 +260,7 @@ def register(router: Router, em: Emulator) -> None:
 
         writer = em.writer(req)
         body = req.json_object()
+        _check_upsert_body(req, obj, field_name, value, body)
         try:
             with em.store.transaction():
                 result = writer.upsert(obj, field_name, value, body)

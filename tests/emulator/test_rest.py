@@ -420,3 +420,18 @@ def test_retired_api_versions_answer_gone(sf: SalesforceHttp, emulator_url: str)
     assert httpx.get(f"{emulator_url}/services/data/v31.0/limits", headers=headers).status_code == 200
     assert httpx.get(f"{emulator_url}/services/data/v99.0/limits", headers=headers).status_code == 404
     assert httpx.get(f"{emulator_url}/services/data/").json()[0]["version"] == "31.0"
+
+
+def test_an_upsert_body_repeating_the_key_of_its_url(sf: SalesforceHttp, emulator_url: str) -> None:
+    """Issue 17 item 7: "Do not specify Id or an external ID field in the request body" (REST guide to v55.0)."""
+    path = "sobjects/Account/External_Id__c/UPS-1"
+    with SalesforceHttp(sf.url, sf.token, version="55.0") as old:
+        r = old.patch(path, json={"Name": "Old API", "External_Id__c": "UPS-1"})
+        assert r.status_code == 400 and r.json()[0]["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+        assert r.json()[0]["fields"] == ["External_Id__c"]
+    same = sf.patch(path, json={"Name": "New API", "External_Id__c": "UPS-1"})  # v56+: the same value passes
+    assert same.status_code == 201
+    other = sf.patch(path, json={"Name": "Contradicts", "External_Id__c": "UPS-2"})
+    assert other.status_code == 400 and "UPS-1" in other.json()[0]["message"]
+    with_id = sf.patch(path, json={"Name": "With Id", "Id": same.json()["id"]})
+    assert with_id.status_code == 400 and with_id.json()[0]["fields"] == ["Id"]
