@@ -6,6 +6,7 @@ Every write path (REST sObject resources, Collections, Composite, Tree, Bulk ing
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .clock import Clock, storage_datetime
 from .errors import ApiError, RecordError, json_parser_error
 from .eventbus import Change
+from .formula import Context, Formula, compile_formula
 from .ids import make_id, make_ids, to18
 from .schema import FieldDef, ObjectDef, Org
 from .store import Store
@@ -75,6 +77,32 @@ def parse_datetime(text: str) -> datetime | None:
         offset = sign * (int(digits[:2]) * 60 + int(digits[2:]))
         value = value - timedelta(minutes=offset)
     return value
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(obj_name: str, fields: tuple[str, ...], text: str) -> Formula:
+    return compile_formula(text, {name.lower(): name for name in fields})
+
+
+def formula_for(obj: ObjectDef, text: str) -> Formula:
+    return _compiled(obj.name, tuple(obj.fields), text)
+
+
+def _formula_value(f: FieldDef, value: Any) -> Any:
+    """A formula's result in the stored form of its return type (blank when it cannot be one)."""
+    if value is None or value == "":
+        return 0 if f.type == "boolean" else None
+    if f.type == "boolean":
+        return int(bool(value))
+    if f.type in ("double", "currency", "percent"):
+        try:
+            return round(float(value), f.scale) if f.scale else float(value)
+        except (TypeError, ValueError):
+            return None
+    if f.type == "date":
+        text = str(value)
+        return text if len(text) == 10 and text[4] == "-" else None
+    return str(value)[:255]
 
 
 def coerce(f: FieldDef, value: Any) -> Any:
@@ -377,6 +405,33 @@ class Writer:
             closed = values["Status"] == "Closed"
             values["IsClosed"] = int(closed)
             values["ClosedDate"] = storage_datetime(self.clock.now()) if closed else None
+        if obj.formula_fields or self.org.rules_for(obj.name):
+            self._org_rules(obj, values, current, record_id)
+
+    def _org_rules(
+        self, obj: ObjectDef, values: dict[str, Any], current: dict[str, Any] | None, record_id: str | None
+    ) -> None:
+        """What the org does on its own on every write: formula fields computed, then validation rules and
+        duplicate rules checked (on the record as it will be stored)."""
+        merged = {**current, **values} if current else values
+        types = {f.name: f.type for f in obj.fields.values()}
+        for f in obj.formula_fields:
+            value = formula_for(obj, str(f.formula))(Context(merged, current, types))
+            values[f.name] = merged[f.name] = _formula_value(f, value)
+        validation, duplicates = self.org.rules_for(obj.name)
+        for rule in validation:
+            if rule.active and formula_for(obj, rule.condition)(Context(merged, current, types)):
+                raise RecordError(
+                    "FIELD_CUSTOM_VALIDATION_EXCEPTION", rule.message, [rule.error_field] if rule.error_field else []
+                )
+        for dup in duplicates:
+            blank = all(merged.get(n) in (None, "") for n in dup.match)
+            if (
+                dup.block
+                and not blank
+                and self.store.find_matching(obj, {n: merged.get(n) for n in dup.match}, record_id)
+            ):
+                raise RecordError("DUPLICATES_DETECTED", "Use one of these records?", [])
 
     def _same_value(self, obj: ObjectDef, f: FieldDef, value: Any) -> list[str]:
         """Ids of records (stored, or pending in a deferred batch) whose unique ``f`` equals ``value``."""

@@ -49,6 +49,7 @@ class FieldDef:
     name_field: bool = False
     custom: bool = False
     calculated: bool = False
+    formula: str | None = None  # a formula field's expression (emulator.formula): computed, never writable
     auto_number: bool = False
     case_sensitive: bool = False
     reference_to: list[str] = field(default_factory=list)
@@ -91,7 +92,7 @@ class FieldDef:
             "autoNumber": self.auto_number,
             "byteLength": byte_length,
             "calculated": self.calculated,
-            "calculatedFormula": None,
+            "calculatedFormula": self.formula,
             "cascadeDelete": False,
             "caseSensitive": self.case_sensitive,
             "compoundFieldName": None,
@@ -180,6 +181,7 @@ class ObjectDef:
         self.required_fields = [f for f in self.fields.values() if f.required]
         self.unique_fields = [f for f in self.fields.values() if f.unique or f.external_id]
         self.reference_fields = [f for f in self.fields.values() if f.type == "reference"]
+        self.formula_fields = [f for f in self.fields.values() if f.formula is not None]
         # Values a create fills in when the caller gave none: declared defaults, and false for checkboxes.
         self.create_defaults = [
             (f.name, int(bool(f.default)) if f.type == "boolean" else f.default)

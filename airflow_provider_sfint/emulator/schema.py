@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .formula import FormulaError, compile_formula
 from .model import FIELD_TYPES, TEXT_TYPES, ChildRelationship, FieldDef, ObjectDef
 from .standard_objects import (
     INDUSTRIES,
@@ -47,10 +48,32 @@ __all__ = [
 # --- custom definitions from YAML ---------------------------------------------------------------
 
 
+#: a formula field's returnType -> the describe type it has
+FORMULA_TYPES = {
+    "double": "double",
+    "number": "double",
+    "currency": "currency",
+    "percent": "percent",
+    "text": "string",
+    "string": "string",
+    "checkbox": "boolean",
+    "boolean": "boolean",
+    "date": "date",
+}
+
+
 def _custom_field(name: str, spec: dict[str, Any]) -> FieldDef:
     if not name.endswith("__c"):
         raise ValueError(f"custom field {name!r} must end in __c")
     type_ = spec.get("type", "string")
+    formula = spec.get("formula")
+    if type_ == "formula" or formula is not None:
+        returns = str(spec.get("returnType", "double"))
+        if returns not in FORMULA_TYPES or not formula:
+            raise ValueError(
+                f"formula field {name}: give formula and returnType (one of {', '.join(sorted(FORMULA_TYPES))})"
+            )
+        type_ = FORMULA_TYPES[returns]
     kw: dict[str, Any] = {
         "custom": True,
         "label": spec.get("label", ""),
@@ -76,6 +99,9 @@ def _custom_field(name: str, spec: dict[str, Any]) -> FieldDef:
         kw["nillable"] = False
         kw["defaulted_on_create"] = True
         kw["default"] = bool(spec.get("default", False))
+    if formula is not None:
+        kw.update(calculated=True, formula=str(formula), createable=False, updateable=False, nillable=True)
+        kw.update(unique=False, external_id=False, id_lookup=False, default=None, defaulted_on_create=False)
     if type_ == "reference":
         target = spec["referenceTo"]
         rel = spec.get("relationshipName", name[:-3] + "__r")
@@ -185,6 +211,22 @@ class Org:
         self.event_rules: list[EventRule] = [
             EventRule.parse(self, str(name), rule or {}) for name, rule in (spec.get("eventRules") or {}).items()
         ]
+        self.validation_rules: list[ValidationRule] = [
+            ValidationRule.parse(self, str(name), rule or {})
+            for name, rule in (spec.get("validationRules") or {}).items()
+        ]
+        self.duplicate_rules: list[DuplicateRule] = [
+            DuplicateRule.parse(self, str(name), rule or {})
+            for name, rule in (spec.get("duplicateRules") or {}).items()
+        ]
+        self._has_rules = {r.obj: True for r in self.validation_rules} | {r.obj: True for r in self.duplicate_rules}
+        for obj in self.objects.values():  # formula fields must read fields their object has
+            for f in obj.fields.values():
+                if f.formula is not None:
+                    try:
+                        compile_formula(f.formula, {k.lower(): k for k in obj.fields})
+                    except FormulaError as exc:
+                        raise ValueError(f"formula field {obj.name}.{f.name}: {exc}") from None
         self.fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
     def _link_children(self) -> None:
@@ -213,6 +255,17 @@ class Org:
 
     def get(self, name: str) -> ObjectDef | None:
         return self._by_lower.get(name.lower())
+
+    def rules_for(self, obj_name: str) -> tuple[list[ValidationRule], list[DuplicateRule]]:
+        """The validation and duplicate rules of an object (empty lists when it has none)."""
+        return (
+            (
+                [r for r in self.validation_rules if r.obj == obj_name],
+                [r for r in self.duplicate_rules if r.obj == obj_name],
+            )
+            if self._has_rules.get(obj_name)
+            else ([], [])
+        )
 
     def restore(self) -> bool:
         """Forget fields added since loading (``add_custom_field``); True if there were any."""
@@ -300,6 +353,63 @@ class EventRule:
         if kind.lower() not in self.on or any(after.get(k) != v for k, v in self.when.items()):
             return False
         return kind == "CREATE" or not self.when or any(k in changed for k in self.when)
+
+
+@dataclass
+class ValidationRule:
+    """A validation rule: a write that leaves ``condition`` true for the record fails with
+    FIELD_CUSTOM_VALIDATION_EXCEPTION and ``message`` (on ``field`` when given), on every write path."""
+
+    name: str
+    obj: str
+    condition: str
+    message: str
+    error_field: str | None
+    active: bool
+
+    @classmethod
+    def parse(cls, org: Org, name: str, spec: dict[str, Any]) -> ValidationRule:
+        where = f"validationRules.{name}"
+        obj = org.get(str(spec.get("object", "")))
+        if obj is None or obj.is_event:
+            raise ValueError(f"{where}: object {spec.get('object')!r} is not an object of this org")
+        condition, message = str(spec.get("condition") or ""), str(spec.get("message") or "")
+        if not message:
+            raise ValueError(f"{where}: give the message the rule shows")
+        try:
+            compile_formula(condition, {k.lower(): k for k in obj.fields})
+        except FormulaError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        error_field = spec.get("field")
+        if error_field is not None and obj.field(str(error_field)) is None:
+            raise ValueError(f"{where}: {obj.name} has no field {error_field!r}")
+        real = obj.field(str(error_field)) if error_field else None
+        return cls(name, obj.name, condition, message, real.name if real else None, bool(spec.get("active", True)))
+
+
+@dataclass
+class DuplicateRule:
+    """A duplicate rule: a record whose ``match`` fields all equal (text without regard to case) those of another
+    live record is a duplicate; ``block`` fails the write with DUPLICATES_DETECTED, ``allow`` lets it through."""
+
+    name: str
+    obj: str
+    match: list[str]
+    block: bool
+
+    @classmethod
+    def parse(cls, org: Org, name: str, spec: dict[str, Any]) -> DuplicateRule:
+        where = f"duplicateRules.{name}"
+        obj = org.get(str(spec.get("object", "")))
+        if obj is None or obj.is_event:
+            raise ValueError(f"{where}: object {spec.get('object')!r} is not an object of this org")
+        fields = [obj.field(str(n)) for n in spec.get("match") or []]
+        if not fields or any(f is None for f in fields):
+            raise ValueError(f"{where}: match must list fields of {obj.name}, got {spec.get('match')!r}")
+        action = str(spec.get("action", "block")).lower()
+        if action not in ("block", "allow"):
+            raise ValueError(f"{where}: action {action!r}: use block or allow")
+        return cls(name, obj.name, [f.name for f in fields if f is not None], action == "block")
 
 
 def load_org(path: str | Path | None = None) -> Org:

@@ -240,6 +240,19 @@ class Store:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def find_matching(self, obj: ObjectDef, values: dict[str, Any], exclude: str | None = None) -> list[str]:
+        """Ids of live records whose fields all equal ``values`` (text as the columns compare it), but ``exclude``."""
+        where = " AND ".join(f'"{name}" IS ?' for name in values)
+        params: list[Any] = list(values.values())
+        if exclude:
+            where += ' AND "Id" != ?'
+            params.append(exclude)
+        with self.lock:
+            rows = self.conn.execute(
+                f'SELECT "Id" FROM {obj.table} WHERE {where} AND "IsDeleted" = 0 ORDER BY rid LIMIT 3', params
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def count(self, obj: ObjectDef, include_deleted: bool = True) -> int:
         where = "" if include_deleted else ' WHERE "IsDeleted" = 0'
         with self.lock:
