@@ -68,6 +68,8 @@ class Bulk:
         self.lock = threading.Lock()
         self.root = Path(em.data_dir) / "bulk"
         self.org_pace = OrgPace()
+        self.parent_locks: dict[str, str] = {}  # parent record id -> the job whose batch holds its lock
+        self.lock_changed = threading.Condition()
 
     def reset(self) -> None:
         for job in self.jobs.values():
@@ -76,6 +78,9 @@ class Bulk:
         shutil.rmtree(self.root, ignore_errors=True)
         self.settings = BulkSettings()
         self.org_pace.reset()
+        with self.lock_changed:
+            self.parent_locks.clear()
+            self.lock_changed.notify_all()
 
     def folder(self, job: Job) -> Path:
         path = self.root / job.id
@@ -253,6 +258,29 @@ class Bulk:
 
     def _run_ingest(self, job: Job) -> None:
         self._run_job(job, self.em.timing.ingest_startup_s, IngestRun(self, job).run)
+
+    def lock_parents(self, job: Job, parents: set[str]) -> set[str]:
+        """Take the locks of ``parents`` for a batch of ``job``, waiting up to ``lock_wait_s`` for those another
+        job's batch holds; returns the parents still locked by others (their rows fail UNABLE_TO_LOCK_ROW)."""
+        if not parents:
+            return set()
+        deadline = time.monotonic() + max(0.0, float(self.settings.lock_wait_s))
+        with self.lock_changed:
+            while True:
+                busy = {p for p in parents if self.parent_locks.get(p, job.id) != job.id}
+                left = deadline - time.monotonic()
+                if not busy or left <= 0 or job.aborted.is_set():
+                    break
+                self.lock_changed.wait(min(left, 0.5))
+            for parent in parents - busy:
+                self.parent_locks[parent] = job.id
+        return busy
+
+    def unlock_parents(self, job: Job) -> None:
+        with self.lock_changed:
+            for parent in [p for p, holder in self.parent_locks.items() if holder == job.id]:
+                del self.parent_locks[parent]
+            self.lock_changed.notify_all()
 
     def pace_ingest(self, job: Job, records: int) -> None:
         """Hold a processed batch back until the org's timing says it is done: the job's own rate and the share

@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from .bulk import Bulk
 from .bulk_jobs import DELIMITERS, INTERNAL_BATCH, LINE_ENDINGS, Job, JobFailure, read_header_line
 
+#: references whose targets a write does not lock (the users in system fields, the record type)
+UNLOCKED_REFERENCES = frozenset({"OwnerId", "CreatedById", "LastModifiedById", "RecordTypeId", "MasterRecordId"})
+
+
+def _key(value: str) -> str:
+    """A record id as its lock's key (15 and 18 characters name the same record); empty for anything else."""
+    return value[:15] if len(value) in (15, 18) and value.isalnum() else ""
+
 
 class IngestRun:
     """Processes one ingest job's upload: stream-parse, apply each row, write results."""
@@ -124,6 +132,39 @@ class IngestRun:
         results: list[tuple[bool, list[str]]] = []
         parent_col = self._parent_column(columns)
         locked_parents: set[str] = set()
+        # the parents this batch's rows refer to are locked while it is processed; those another job's batch
+        # keeps locked past the lock wait fail their rows, as in an org
+        reference_cols = self._reference_columns(columns)
+        wanted = {_key(row[i]) for _, row in batch for i in reference_cols if i < len(row) and _key(row[i])}
+        busy = self.bulk.lock_parents(job, wanted)
+        try:
+            self._apply_locked(batch, columns, writer, ok_out, bad_out, results, parent_col, locked_parents, busy)
+        finally:
+            self.bulk.unlock_parents(job)
+
+    def _reference_columns(self, columns: list[tuple[str, FieldDef | None, Any]]) -> list[int]:
+        """Columns holding the ids of parent records (lookups and master-detail, not the system users)."""
+        return [
+            i
+            for i, (kind, f, _) in enumerate(columns)
+            if kind == "field" and f is not None and f.type == "reference" and f.name not in UNLOCKED_REFERENCES
+        ]
+
+    def _apply_locked(
+        self,
+        batch: list[tuple[int, list[str]]],
+        columns: list[tuple[str, FieldDef | None, Any]],
+        writer: Writer,
+        ok_out: Any,
+        bad_out: Any,
+        results: list[tuple[bool, list[str]]],
+        parent_col: int | None,
+        locked_parents: set[str],
+        busy: set[str],
+    ) -> None:
+        job = self.job
+        em = self.em
+        reference_cols = self._reference_columns(columns) if busy else []
         deferred = job.operation == "insert" and not self.obj.is_event
         self._matches = None
         names = [f.name if f is not None and kind == "field" else "" for kind, f, _ in columns]
@@ -145,6 +186,11 @@ class IngestRun:
             for pos, (_, row) in enumerate(batch):
                 if pos in repeated:
                     results.append((False, ["", repeated[pos], *row]))
+                    continue
+                held = next((row[i] for i in reference_cols if i < len(row) and _key(row[i]) in busy), None)
+                if held is not None:
+                    message = f"unable to obtain exclusive access to this record or 1 records: {held}"
+                    results.append((False, ["", f"UNABLE_TO_LOCK_ROW:{message}:--", *row]))
                     continue
                 parent = row[parent_col] if parent_col is not None and len(row) == len(columns) else ""
                 if parent and parent in locked_parents:
@@ -189,7 +235,7 @@ class IngestRun:
         for i in order:
             success, values = results[i]
             (ok_out if success else bad_out).writerow(values)
-        self.bulk.pace_ingest(job, len(results))
+        self.bulk.pace_ingest(job, len(results))  # the batch is "processed" (and its parents locked) meanwhile
         job.processed += len(results)
         job.failed += sum(1 for success, _ in results if not success)
 

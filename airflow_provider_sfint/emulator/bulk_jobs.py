@@ -42,6 +42,9 @@ class BulkSettings:
     default_max_records: int = 50_000
     query_timeout_rows: int | None = None  # fault: query jobs returning more rows fail with QUERY_TIMEOUT
     lock_parent_field: str | None = None  # with a lock_row fault: a locked row locks its parent for the batch
+    # A batch locks the parents its rows refer to while it is processed; a row of another job whose parent stays
+    # locked longer than this fails UNABLE_TO_LOCK_ROW (Salesforce waits up to 10 s for a record lock)
+    lock_wait_s: float = 10.0
 
 
 @dataclass

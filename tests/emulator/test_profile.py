@@ -141,3 +141,39 @@ def test_job_timings_give_the_notice_delay(admin: Admin, sf: SalesforceHttp) -> 
     (timing,) = [t for t in admin._call("GET", "bulk/jobs") if t["id"] == job_id]
     assert timing["created"] <= timing["running"] <= timing["ended"] <= timing["noticed"]
     assert 0.3 <= timing["notice_delay_s"] <= 1.0  # looked at about 1 s after creation; it ended after 0.3 s
+
+
+def _contacts_job(sf: SalesforceHttp, account: str, rows: int, tag: str) -> str:
+    job_id = str(sf.post("jobs/ingest", json={"object": "Contact", "operation": "insert"}).json()["id"])
+    body = "LastName,AccountId\n" + "".join(f"{tag} {i},{account}\n" for i in range(rows))
+    assert sf.http.put(sf.path(f"jobs/ingest/{job_id}/batches"), content=body, headers=CSV).status_code == 201
+    return job_id
+
+
+def test_concurrent_jobs_on_children_of_one_parent_lock_it(admin: Admin, sf: SalesforceHttp) -> None:
+    """Issue 17 item 4: row locks arise by themselves. A batch locks the parents its rows refer to while it is
+    processed; another job's rows on those parents wait (here 0.3 s, 10 s by default) and then fail."""
+    (account,) = admin.load("Account", [{"Name": "Busy parent"}])
+    (other,) = admin.load("Account", [{"Name": "Quiet parent"}])
+    admin.set("timing", ingest_rows_per_s=1_000)  # a batch of 2,000 rows is processed for 2 s
+    admin.set("bulk", lock_wait_s=0.3)
+    first, second = _contacts_job(sf, account, 2_000, "First"), _contacts_job(sf, account, 2_000, "Second")
+    elsewhere = _contacts_job(sf, other, 100, "Elsewhere")
+    for job_id in (first, second, elsewhere):
+        assert sf.patch(f"jobs/ingest/{job_id}", json={"state": "UploadComplete"}).status_code == 200
+    infos = {j: _watch(sf, "ingest", j)[-1] for j in (first, second, elsewhere)}
+    failed = sorted(infos[j]["numberRecordsFailed"] for j in (first, second))
+    assert failed == [0, 2_000], infos  # one job held the parent for 2 s; the other's rows could not wait
+    assert infos[elsewhere]["numberRecordsFailed"] == 0  # another parent: no contention
+    loser = first if infos[first]["numberRecordsFailed"] else second
+    rows = sf.get(f"jobs/ingest/{loser}/failedResults").text.splitlines()
+    assert (
+        len(rows) == 2_001
+        and f"UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record or 1 records: {account}:--" in rows[1]
+    )
+    # with Salesforce's 10 s wait, the same contention resolves by waiting
+    admin.set("bulk", lock_wait_s=10)
+    again = [_contacts_job(sf, account, 2_000, f"Again{n}") for n in range(2)]
+    for job_id in again:
+        sf.patch(f"jobs/ingest/{job_id}", json={"state": "UploadComplete"})
+    assert [_watch(sf, "ingest", j)[-1]["numberRecordsFailed"] for j in again] == [0, 0]
