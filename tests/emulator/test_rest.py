@@ -435,3 +435,18 @@ def test_an_upsert_body_repeating_the_key_of_its_url(sf: SalesforceHttp, emulato
     assert other.status_code == 400 and "UPS-1" in other.json()[0]["message"]
     with_id = sf.patch(path, json={"Name": "With Id", "Id": same.json()["id"]})
     assert with_id.status_code == 400 and with_id.json()[0]["fields"] == ["Id"]
+
+
+def test_required_fields_stay_required_on_update(sf: SalesforceHttp) -> None:
+    """Issue 17 item 4: an update that blanks a required field fails (REST null, Bulk #N/A), naming it."""
+    record_id = sf.post("sobjects/Account", json={"Name": "Keeps its name"}).json()["id"]
+    r = sf.patch(f"sobjects/Account/{record_id}", json={"Name": None})
+    assert r.status_code == 400 and r.json()[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+    assert r.json()[0]["fields"] == ["Name"]
+    from .test_bulk import _ingest
+
+    job_id, info = _ingest(sf, f"Id,Name\n{record_id},#N/A\n", operation="update")
+    assert info["numberRecordsFailed"] == 1
+    failed = sf.get(f"jobs/ingest/{job_id}/failedResults").text.splitlines()[1]
+    assert "REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --" in failed
+    assert sf.get(f"sobjects/Account/{record_id}").json()["Name"] == "Keeps its name"
