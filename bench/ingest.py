@@ -101,6 +101,7 @@ def run_sfint(url: str, cert: str, source: Path, out: dict[str, Any], poll_inter
         {
             "AIRFLOW_HOME": home,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",  # as deployments run: no example plugins loaded per task
             "AIRFLOW_CONN_SFINT_BENCH": json.dumps({"conn_type": "sfint", "host": url, "extra": extra}),
         }
     )

@@ -80,6 +80,7 @@ def run_sfint(
         {
             "AIRFLOW_HOME": home,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",  # as deployments run: no example plugins loaded per task
             "AIRFLOW_CONN_SFINT_BENCH": json.dumps(
                 {
                     "conn_type": "sfint",

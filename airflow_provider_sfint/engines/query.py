@@ -219,14 +219,26 @@ class QueryEngine:
 
     # --- a small query through the REST API ----------------------------------------------------------------
 
-    def read_rest(self, threshold: int | None) -> dict[str, Any] | None:
+    def read_rest(self, threshold: int | None, first: tuple[Any, Any] | None = None) -> dict[str, Any] | None:
         """Run the query through the REST query API into the output, when it returns at most ``threshold``
         records (None: whatever it returns); else leave the cursor (Salesforce closes it) and return None, for a
-        Bulk job to do it. The output and summary are those of the Bulk path (``api: rest``, no job)."""
+        Bulk job to do it. The output and summary are those of the Bulk path (``api: rest``, no job).
+
+        ``first``: ``(pages, first page)`` of this query, already asked for (the rest come from ``pages``)."""
         began = time.monotonic()
-        calls_before = self.client.api_calls
-        pages = self.client.query_pages(self.spec.soql, include_deleted=self.spec.include_deleted, exact_numbers=True)
-        first = next(pages)
+        calls_before = self.client.api_calls - (1 if first is not None else 0)
+        if first is None:
+            pages = self.client.query_pages(
+                self.spec.soql, include_deleted=self.spec.include_deleted, exact_numbers=True
+            )
+            first_page = next(pages)
+        else:
+            pages, first_page = first
+        return self._read_rest_pages(threshold, pages, first_page, began, calls_before)
+
+    def _read_rest_pages(
+        self, threshold: int | None, pages: Any, first: Any, began: float, calls_before: int
+    ) -> dict[str, Any] | None:
         if threshold is not None and first.total_size > threshold:
             pages.close()
             self.log.info(

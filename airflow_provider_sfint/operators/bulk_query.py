@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -29,6 +30,17 @@ MAX_PAGE_SIZE = 1_000_000
 APIS = ("auto", "bulk", "rest")
 #: Salesforce: "Jobs with fewer than 2,000 records should involve bulkified synchronous calls in REST"
 REST_THRESHOLD = 2_000
+
+
+def _result(future: Future[Any] | None) -> Any:
+    """The prefetched first page, or None when there is none or it failed (the engine then asks again, and a
+    failure is raised from there with its context)."""
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception:
+        return None
 
 
 class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
@@ -266,6 +278,9 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
             raise AirflowFailException(str(exc)) from exc
         if self.min_remaining_api_percent is not None:
             self.hook.client.check_budget(self.min_remaining_api_percent, purpose=f"task {self.task_id}")
+        # A REST read's first page is asked for while describe runs: two round trips overlap (it goes unused when
+        # an earlier try's job or output is found, or the query is too large for REST)
+        first_page = self._prefetch_rest(soql)
         self._schema(soql)  # unknown objects and fields fail here, before a job exists
         engine = self._engine(context, start_execution(context, self.retries, KEYS, self.log))
         done = engine.completed()
@@ -277,7 +292,9 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
             self.log.info("the query has %s, which Bulk API 2.0 refuses: not reading it through REST", refused)
         if job_id is None and self.api != "bulk" and not refused:
             try:
-                summary = engine.read_rest(None if self.api == "rest" else self.rest_threshold)
+                summary = engine.read_rest(
+                    None if self.api == "rest" else self.rest_threshold, first=_result(first_page)
+                )
             except InputError as exc:
                 raise AirflowFailException(str(exc)) from exc
             if summary is not None:
@@ -290,6 +307,22 @@ class SalesforceBulkQueryOperator(LineageMixin, BaseOperator):
         setattr(self, JOB_URL_ATTR, job_link(self.hook.client.login(), job_id))  # also when re-attached
         self._wait(engine, job_id)
         return self._finish(engine, job_id)
+
+    def _prefetch_rest(self, soql: str) -> Future[Any] | None:
+        """Start the REST query's first page in the background, when the query may be read through REST."""
+        if self.api == "bulk" or bulk_refuses(soql):
+            return None
+        client = self.hook.client
+
+        def first() -> Any:
+            pages = client.query_pages(soql, include_deleted=bool(self.include_deleted), exact_numbers=True)
+            return pages, next(pages)
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="sfint-rest-prefetch")
+        try:
+            return pool.submit(first)
+        finally:
+            pool.shutdown(wait=False)
 
     def _engine(self, context: Any, store: StateStore | None) -> QueryEngine:
         window = self._window(context)
