@@ -142,13 +142,6 @@ def measure(
     return row
 
 
-def seed(server: EmulatorProcess, rows: int) -> None:
-    server.admin("POST", "reset", json={"seed": "empty"})
-    started = time.perf_counter()
-    server.admin("POST", "seed", json={"counts": {"Account": rows}, "seed": 1, "deleted_share": 0.0})
-    print(f"seeded {rows:,} Accounts in {time.perf_counter() - started:.1f} s", flush=True)
-
-
 def change(server: EmulatorProcess, count: int) -> str:
     """Change ``count`` Accounts through sObject Collections (as users would); returns the window's start."""
     import httpx
@@ -223,7 +216,7 @@ def main() -> None:
     ):
         soql = query_bench.SOQL
         if "Q-large" in workloads or "Q-small" in workloads:
-            seed(server, args.rows)
+            query_bench.seed(server, args.rows)
         if "Q-large" in workloads:
             for tool in ("sfint", "simple-salesforce", "official-provider"):
                 rows.append(measure(server, "Q-large", tool, soql))

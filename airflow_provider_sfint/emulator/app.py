@@ -504,10 +504,7 @@ class Emulator:
         received = 0
         async for chunk in request.stream():
             received += len(chunk)
-            if rate:
-                ahead = received / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+            await _pace(received, rate, started)
             yield chunk
 
     def _with_limits(self, response: Response) -> Response:
@@ -582,11 +579,7 @@ async def _stream_parts(
     async def paced(out: bytes) -> bytes:
         nonlocal wire
         wire += len(out)
-        if bandwidth:
-            # Pace this response to the per-connection cap: sleep until the bytes sent so far are "due".
-            ahead = wire / bandwidth - (time.monotonic() - started)
-            if ahead > 0:
-                await asyncio.sleep(ahead)
+        await _pace(wire, bandwidth, started)
         return out
 
     for chunk in pieces():
@@ -599,6 +592,14 @@ async def _stream_parts(
         yield await paced(compressor.compress(chunk) if compressor else chunk)
     if compressor:
         yield await paced(compressor.flush())
+
+
+async def _pace(done: int, rate: int | None, started: float) -> None:
+    """Per-connection bandwidth: sleep until ``done`` bytes are "due" at ``rate`` bytes/s since ``started``."""
+    if rate:
+        ahead = done / rate - (time.monotonic() - started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
 
 
 def _bearer(request: Request) -> str | None:

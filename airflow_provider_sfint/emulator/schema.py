@@ -312,6 +312,14 @@ class Org:
         return [o for o in self.objects.values() if not o.is_event]
 
 
+def _rule_object(org: Org, where: str, spec: dict[str, Any]) -> ObjectDef:
+    """The data object a rule of the org definition names in ``object``; ValueError naming the rule if none."""
+    obj = org.get(str(spec.get("object", "")))
+    if obj is None or obj.is_event:
+        raise ValueError(f"{where}: object {spec.get('object')!r} is not an object of this org")
+    return obj
+
+
 @dataclass
 class EventRule:
     """What an Apex trigger publishing a platform event would do: after a write (``after``: create, update)
@@ -329,9 +337,7 @@ class EventRule:
     @classmethod
     def parse(cls, org: Org, name: str, spec: dict[str, Any]) -> EventRule:
         where = f"eventRules.{name}"
-        obj = org.get(str(spec.get("object", "")))
-        if obj is None or obj.is_event:
-            raise ValueError(f"{where}: object {spec.get('object')!r} is not an object of this org")
+        obj = _rule_object(org, where, spec)
         event = org.get(str(spec.get("publish", "")))
         if event is None or not event.is_event:
             raise ValueError(f"{where}: publish {spec.get('publish')!r} is not a platform event of this org (X__e)")
@@ -370,9 +376,7 @@ class ValidationRule:
     @classmethod
     def parse(cls, org: Org, name: str, spec: dict[str, Any]) -> ValidationRule:
         where = f"validationRules.{name}"
-        obj = org.get(str(spec.get("object", "")))
-        if obj is None or obj.is_event:
-            raise ValueError(f"{where}: object {spec.get('object')!r} is not an object of this org")
+        obj = _rule_object(org, where, spec)
         condition, message = str(spec.get("condition") or ""), str(spec.get("message") or "")
         if not message:
             raise ValueError(f"{where}: give the message the rule shows")
@@ -400,9 +404,7 @@ class DuplicateRule:
     @classmethod
     def parse(cls, org: Org, name: str, spec: dict[str, Any]) -> DuplicateRule:
         where = f"duplicateRules.{name}"
-        obj = org.get(str(spec.get("object", "")))
-        if obj is None or obj.is_event:
-            raise ValueError(f"{where}: object {spec.get('object')!r} is not an object of this org")
+        obj = _rule_object(org, where, spec)
         fields = [obj.field(str(n)) for n in spec.get("match") or []]
         if not fields or any(f is None for f in fields):
             raise ValueError(f"{where}: match must list fields of {obj.name}, got {spec.get('match')!r}")
