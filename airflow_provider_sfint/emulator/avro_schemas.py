@@ -109,7 +109,7 @@ def _slots(obj: ObjectDef) -> list[Slot]:
     person = obj.name in PERSON_OBJECTS
     for name in names:
         f = obj.fields[name]
-        if name in used or name in EXCLUDED or f.calculated:
+        if name in used or name in EXCLUDED or f.calculated or f.compound:  # compounds come from components
             continue
         if person and (name in PERSON_NAME_PARTS or name == "Name"):
             parts = tuple(p for p in PERSON_NAME_PARTS if p in obj.fields)

@@ -579,6 +579,11 @@ def bulk_unsupported(cq: CompiledQuery) -> str | None:
         return "TYPEOF"
     if cq.has_subquery:
         return "a parent-to-child (nested) subquery"
+    for name, f in cq.columns:
+        if f.compound:
+            return f"the compound field {name} (select its components)"
+        if f.type == "base64":
+            return f"the base64 field {name}"
     return None
 
 

@@ -6,6 +6,7 @@ Every write path (REST sObject resources, Collections, Composite, Tree, Bulk ing
 
 from __future__ import annotations
 
+import base64
 import functools
 import math
 import re
@@ -33,7 +34,9 @@ DATETIME_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?"
     r"(Z|[+-]\d{2}:?\d{2})?$"
 )
-TEXT_FIELD_TYPES = frozenset({"string", "textarea", "picklist", "multipicklist", "email", "phone", "url"})
+TEXT_FIELD_TYPES = frozenset(
+    {"string", "textarea", "picklist", "multipicklist", "email", "phone", "url", "combobox", "encryptedstring"}
+)
 DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})Z?$")
 #: the dateTime forms Salesforce documents for writes: a T, seconds, optional milliseconds, Z or an offset
 WRITE_DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:?\d{2})$")
@@ -212,6 +215,16 @@ def coerce(f: FieldDef, value: Any) -> Any:
         if not isinstance(value, str) or not re.match(r"^\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?Z?$", value):
             raise ValueTypeError(f, value)
         return value.rstrip("Z")
+    if t == "base64":  # the content, base64-encoded in the JSON body (or the CSV cell)
+        if not isinstance(value, str):
+            raise ValueTypeError(f, value)
+        try:
+            base64.b64decode(value, validate=True)
+        except ValueError:
+            raise ValueTypeError(f, value) from None
+        return value
+    if t == "anyType":
+        return "true" if value is True else "false" if value is False else str(value)
     if t in ("reference", "id"):
         if not isinstance(value, str):
             raise ValueTypeError(f, value)

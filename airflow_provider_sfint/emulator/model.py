@@ -23,8 +23,32 @@ FIELD_TYPES = {
     "date": "xsd:date",
     "datetime": "xsd:dateTime",
     "time": "xsd:time",
+    # compound fields (no column of their own: read-only views of their components)
+    "address": "urn:address",
+    "location": "urn:location",
+    "base64": "xsd:base64Binary",
+    "combobox": "xsd:string",
+    "encryptedstring": "xsd:string",
+    "anyType": "xsd:anyType",
 }
-TEXT_TYPES = {"string", "textarea", "picklist", "multipicklist", "email", "phone", "url", "id", "reference"}
+TEXT_TYPES = {
+    "string",
+    "textarea",
+    "picklist",
+    "multipicklist",
+    "email",
+    "phone",
+    "url",
+    "id",
+    "reference",
+    "combobox",
+    "encryptedstring",
+    "base64",
+    "anyType",
+}
+COMPOUND_TYPES = frozenset({"address", "location"})
+#: an address's JSON keys in the order a real org sends them; those without a component of the object are null
+ADDRESS_KEYS = ("city", "country", "geocodeAccuracy", "latitude", "longitude", "postalCode", "state", "street")
 
 
 @dataclass
@@ -50,6 +74,8 @@ class FieldDef:
     custom: bool = False
     calculated: bool = False
     formula: str | None = None  # a formula field's expression (emulator.formula): computed, never writable
+    components: tuple[tuple[str, str], ...] = ()  # a compound field's (JSON key, component field) pairs
+    compound_name: str | None = None  # a component's compound field (describe's compoundFieldName)
     auto_number: bool = False
     case_sensitive: bool = False
     reference_to: list[str] = field(default_factory=list)
@@ -75,6 +101,11 @@ class FieldDef:
         return self.type in TEXT_TYPES
 
     @property
+    def compound(self) -> bool:
+        """A compound address or geolocation: no column, read as a nested object of its components."""
+        return self.type in COMPOUND_TYPES
+
+    @property
     def sql_type(self) -> str:
         if self.type in ("boolean", "int"):
             return "INTEGER"
@@ -87,7 +118,7 @@ class FieldDef:
         byte_length = self.length if self.type in ("id", "reference", "multipicklist") else self.length * 3
         long_text = (self.type == "textarea" and self.length > 255) or self.type == "multipicklist"
         return {
-            "aggregatable": not long_text,
+            "aggregatable": not long_text and not self.compound,
             "aiPredictionField": False,
             "autoNumber": self.auto_number,
             "byteLength": byte_length,
@@ -95,7 +126,7 @@ class FieldDef:
             "calculatedFormula": self.formula,
             "cascadeDelete": False,
             "caseSensitive": self.case_sensitive,
-            "compoundFieldName": None,
+            "compoundFieldName": self.compound_name,
             "controllerName": None,
             "createable": self.createable,
             "custom": self.custom,
@@ -106,21 +137,23 @@ class FieldDef:
             "deprecatedAndHidden": False,
             "digits": self.digits,
             "displayLocationInDecimal": False,
-            "encrypted": False,
+            "encrypted": self.type == "encryptedstring",
             "externalId": self.external_id,
             "extraTypeInfo": "plaintextarea" if self.type == "textarea" else None,
-            "filterable": self.filterable,
+            "filterable": self.filterable and not self.compound and self.type not in ("base64", "encryptedstring"),
             "filteredLookupInfo": None,
             "formulaTreatNullNumberAsZero": False,
-            "groupable": not long_text and self.type not in ("double", "currency", "percent", "datetime"),
+            "groupable": not long_text
+            and not self.compound
+            and self.type not in ("double", "currency", "percent", "datetime", "base64", "encryptedstring", "anyType"),
             "highScaleNumber": False,
             "htmlFormatted": self.html_formatted,
             "idLookup": self.id_lookup,
             "inlineHelpText": None,
             "label": self.label,
             "length": self.length,
-            "mask": None,
-            "maskType": None,
+            "mask": "X" if self.type == "encryptedstring" else None,
+            "maskType": "all" if self.type == "encryptedstring" else None,
             "name": self.name,
             "nameField": self.name_field,
             "namePointing": False,
@@ -148,7 +181,7 @@ class FieldDef:
             "scale": self.scale,
             "searchPrefilterable": self.type == "reference",
             "soapType": FIELD_TYPES[self.type],
-            "sortable": not long_text,
+            "sortable": not long_text and not self.compound and self.type not in ("base64", "encryptedstring"),
             "type": self.type,
             "unique": self.unique,
             "updateable": self.updateable,

@@ -12,10 +12,10 @@ from typing import Any
 from .clock import Clock
 from .errors import ApiError
 from .ids import make_id
-from .render import _dumps, attributes, java_double, render_value
+from .render import _dumps, attributes, java_double, render_blob, render_compound, render_value
 from .schema import Org
 from .soql import CompiledQuery, compile_soql
-from .soql.plan import ChildOut, ChildPlan, FieldOut, Node, ParentOut
+from .soql.plan import ChildOut, ChildPlan, CompoundOut, FieldOut, Node, ParentOut
 from .store import Store
 
 CURSOR_IDLE_SECONDS = 15 * 60
@@ -249,12 +249,20 @@ class QueryEngine:
         parts = [head]
         for entry in node.entries:
             if type(entry) is FieldOut:
+                if entry.field.type == "base64":
+                    parts.append(
+                        entry.prefix + render_blob(node.obj, entry.field, record_id, row[entry.index], version)
+                    )
+                    continue
                 parts.append(entry.prefix + entry.render(row[entry.index]))
             elif isinstance(entry, ParentOut):
                 if row[entry.node.id_index] is None:
                     parts.append(f'"{entry.key}":null')
                 else:
                     parts.append(f'"{entry.key}":{self._render(entry.node, row, version, {})}')
+            elif isinstance(entry, CompoundOut):
+                values = [row[i] for i in entry.indexes]
+                parts.append(f'"{entry.key}":{render_compound(entry.obj, entry.field, values)}')
             elif isinstance(entry, ChildOut):
                 parts.append(f'"{entry.key}":{children.get(entry.key, {}).get(record_id, "null")}')
         return "{" + ",".join(parts) + "}"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from .model import ADDRESS_KEYS
 from .schema import FieldDef, ObjectDef
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
@@ -92,5 +93,32 @@ def render_row(obj: ObjectDef, row: dict[str, Any], version: str, fields: list[F
     """A whole stored row (or the listed fields of it) as a JSON record with attributes."""
     parts = [f'"attributes":{attributes(obj, row.get("Id"), version)}']
     for f in fields or list(obj.fields.values()):
+        if f.compound:
+            parts.append(f"{_dumps(f.name)}:{render_compound(obj, f, [row.get(c) for _, c in f.components])}")
+            continue
+        if f.type == "base64":
+            parts.append(f"{_dumps(f.name)}:{render_blob(obj, f, row.get('Id'), row.get(f.name), version)}")
+            continue
         parts.append(f"{_dumps(f.name)}:{render_value(f, row.get(f.name))}")
     return "{" + ",".join(parts) + "}"
+
+
+def render_blob(obj: ObjectDef, f: FieldDef, record_id: Any, value: Any, version: str) -> str:
+    """A base64 field in a REST answer: not the content but the URL that serves it (null when empty)."""
+    if value is None or record_id is None:
+        return "null"
+    return f'"/services/data/v{version}/sobjects/{obj.name}/{record_id}/{f.name}"'
+
+
+def render_compound(obj: ObjectDef, f: FieldDef, values: list[Any]) -> str:
+    """A compound field as the nested object Salesforce sends (null when every component is null): an address
+    has all eight keys in alphabetical order, those without a component here null; a geolocation two."""
+    if all(v is None for v in values):
+        return "null"
+    by_key = {key: (obj.fields[column], value) for (key, column), value in zip(f.components, values, strict=True)}
+    keys = ADDRESS_KEYS if f.type == "address" else tuple(k for k, _ in f.components)
+    members = []
+    for key in keys:
+        found = by_key.get(key)
+        members.append(f'"{key}":' + ("null" if found is None else render_value(found[0], found[1])))
+    return "{" + ",".join(members) + "}"

@@ -62,6 +62,44 @@ FORMULA_TYPES = {
 }
 
 
+def _custom_fields(specs: dict[str, Any]) -> dict[str, FieldDef]:
+    """The custom fields of an object's YAML, a geolocation (``type: location``) with its two component fields
+    (``<Name>__Latitude__s``, ``<Name>__Longitude__s``) before it, as Salesforce names them."""
+    out: dict[str, FieldDef] = {}
+    for name, spec in specs.items():
+        spec = spec or {}
+        if spec.get("type") == "location":
+            if not name.endswith("__c"):
+                raise ValueError(f"custom field {name!r} must end in __c")
+            base, scale = name[:-3], int(spec.get("scale", 6))
+            parts = [
+                FieldDef(
+                    name=f"{base}__{axis}__s",
+                    type="double",
+                    precision=18,
+                    scale=scale,
+                    custom=True,
+                    compound_name=name,
+                    label=f"{spec.get('label', base.replace('_', ' '))} ({axis})",
+                )
+                for axis in ("Latitude", "Longitude")
+            ]
+            for part in parts:
+                out[part.name] = part
+            out[name] = FieldDef(
+                name=name,
+                type="location",
+                custom=True,
+                createable=False,
+                updateable=False,
+                components=(("latitude", parts[0].name), ("longitude", parts[1].name)),
+                label=str(spec.get("label", "")),
+            )
+            continue
+        out[str(name)] = _custom_field(str(name), spec)
+    return out
+
+
 def _custom_field(name: str, spec: dict[str, Any]) -> FieldDef:
     if not name.endswith("__c"):
         raise ValueError(f"custom field {name!r} must end in __c")
@@ -86,8 +124,11 @@ def _custom_field(name: str, spec: dict[str, Any]) -> FieldDef:
         "default": spec.get("default"),
         "case_sensitive": bool(spec.get("caseSensitive", False)),
     }
-    if type_ in ("string", "email", "phone", "url", "picklist", "multipicklist"):
-        kw["length"] = int(spec.get("length", 255 if type_ != "multipicklist" else 4099))
+    if type_ in ("string", "email", "phone", "url", "picklist", "multipicklist", "combobox", "encryptedstring"):
+        default_length = {"multipicklist": 4099, "encryptedstring": 175}.get(type_, 255)
+        kw["length"] = int(spec.get("length", default_length))
+    elif type_ == "base64":
+        kw["length"] = int(spec.get("length", 32_000_000))
     elif type_ == "textarea":
         kw["length"] = int(spec.get("length", 255))
     elif type_ in ("double", "currency", "percent"):
@@ -121,7 +162,7 @@ class Org:
         next_prefix = 0
         for obj_name, obj_spec in (spec.get("objects") or {}).items():
             obj_spec = obj_spec or {}
-            extra = {n: _custom_field(n, s or {}) for n, s in (obj_spec.get("fields") or {}).items()}
+            extra = _custom_fields(obj_spec.get("fields") or {})
             if obj_name in self.objects:
                 existing = self.objects[obj_name]
                 existing.fields.update(extra)

@@ -70,14 +70,30 @@ def system_fields(owner: bool = True) -> list[FieldDef]:
     return fields
 
 
+#: Lead.CleanStatus (data.com clean): its picklist values
+CLEAN_STATUSES = ["Matched", "Different", "Acknowledged", "NotFound", "Inactive", "Pending", "SelectMatch", "Skipped"]
+
+
 def address_fields(prefix: str) -> list[FieldDef]:
-    return [
-        field_def(f"{prefix}Street", "textarea", length=255),
-        field_def(f"{prefix}City", "string", length=40),
-        field_def(f"{prefix}State", "string", length=80),
-        field_def(f"{prefix}PostalCode", "string", length=20),
-        field_def(f"{prefix}Country", "string", length=80),
+    """An address's component fields and its compound field (``BillingAddress``; ``Address`` on Lead)."""
+    compound = f"{prefix}Address"
+    parts = [
+        field_def(f"{prefix}Street", "textarea", length=255, compound_name=compound),
+        field_def(f"{prefix}City", "string", length=40, compound_name=compound),
+        field_def(f"{prefix}State", "string", length=80, compound_name=compound),
+        field_def(f"{prefix}PostalCode", "string", length=20, compound_name=compound),
+        field_def(f"{prefix}Country", "string", length=80, compound_name=compound),
     ]
+    keys = {"Street": "street", "City": "city", "State": "state", "PostalCode": "postalCode", "Country": "country"}
+    address = field_def(
+        compound,
+        "address",
+        createable=False,
+        updateable=False,
+        components=tuple((keys[f.name[len(prefix) :]], f.name) for f in parts),
+        label=f"{prefix} Address".strip(),
+    )
+    return [*parts, address]
 
 
 INDUSTRIES = [
@@ -246,11 +262,8 @@ def _lead() -> list[FieldDef]:
         field_def("Name", "string", length=121, createable=False, updateable=False, name_field=True),
         field_def("Title", "string", length=128),
         field_def("Company", "string", length=255, nillable=False),
-        field_def("Street", "textarea", length=255),
-        field_def("City", "string", length=40),
-        field_def("State", "string", length=80),
-        field_def("PostalCode", "string", length=20),
-        field_def("Country", "string", length=80),
+        *address_fields(""),
+        field_def("CleanStatus", "picklist", length=40, picklist=CLEAN_STATUSES, default="Pending"),
         field_def("Phone", "phone", length=40),
         field_def("MobilePhone", "phone", length=40),
         field_def("Email", "email", length=80, id_lookup=True),

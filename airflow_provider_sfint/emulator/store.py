@@ -103,6 +103,7 @@ class Store:
                 cols = ", ".join(
                     f'"{f.name}" {f.sql_type}' + (" COLLATE NOCASE" if f.is_text and f.name != "Id" else "")
                     for f in obj.fields.values()
+                    if not f.compound  # a compound field is read from its components' columns
                 )
                 self.conn.execute(f"CREATE TABLE IF NOT EXISTS {obj.table} (rid INTEGER PRIMARY KEY, {cols})")
                 self.conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "ix_{obj.name}_Id" ON {obj.table} ("Id")')

@@ -25,7 +25,7 @@ from ..errors import ApiError
 from ..ids import to18
 from ..schema import FieldDef, ObjectDef, Org
 from .dates import parse_datetime_literal, relative_range
-from .plan import AggOut, ChildOut, ChildPlan, CompiledQuery, FieldOut, Node, ParentOut
+from .plan import AggOut, ChildOut, ChildPlan, CompiledQuery, CompoundOut, FieldOut, Node, ParentOut
 
 AGGREGATES = {"COUNT", "COUNT_DISTINCT", "SUM", "AVG", "MIN", "MAX"}
 MAX_PARENT_DEPTH = 5
@@ -270,8 +270,11 @@ class Compiler:
 
     # select lists ------------------------------------------------------------------------------
 
-    def _field_path(self, scope: _Scope, path: Tree) -> tuple[str, FieldDef, list[str], list[tuple[str, _Join]]]:
-        """Resolve a dotted path; returns (sql expr, field, canonical names, joins along the way)."""
+    def _field_path(
+        self, scope: _Scope, path: Tree, use: str = "filtered"
+    ) -> tuple[str, FieldDef, list[str], list[tuple[str, _Join]]]:
+        """Resolve a dotted path; returns (sql expr, field, canonical names, joins along the way). A compound field
+        can only be selected (``use="selected"``); anywhere else it is refused as Salesforce refuses it."""
         names = _path_names(path)
         pos = _pos(path)
         obj = scope.obj
@@ -316,6 +319,8 @@ class Compiler:
                 f"attempting to use a custom field, be sure to append the '__c' after the custom field name. "
                 f"Please reference your WSDL or the describe call for the appropriate names.",
             )
+        if f.compound and use != "selected":
+            raise self.invalid_field(pos, f"field '{f.name}' can not be {use} in a query call")
         canonical.append(f.name)
         return f'{alias}."{f.name}"', f, canonical, joins
 
@@ -348,13 +353,19 @@ class Compiler:
                     if f.name.lower() in seen:
                         continue
                     seen.add(f.name.lower())
+                    if f.compound:
+                        idxs = [scope.add_select(f'{scope.root_alias}."{c}"') for _, c in f.components]
+                        cq.root.entries.append(CompoundOut(f.name, f, scope.obj, idxs))
+                        cq.columns.append((f.name, f))
+                        cq.column_index.append(idxs[0])
+                        continue
                     idx = scope.add_select(f'{scope.root_alias}."{f.name}"')
                     cq.root.entries.append(FieldOut(f.name, f, idx))
                     cq.columns.append((f.name, f))
                     cq.column_index.append(idx)
                 continue
             path = item.children[0]
-            expr, f, canonical, joins = self._field_path(scope, path)
+            expr, f, canonical, joins = self._field_path(scope, path, "selected")
             dotted = ".".join(canonical)
             if dotted.lower() in seen:
                 raise self.malformed(_pos(path), f"duplicate field selected: {dotted}")
@@ -366,6 +377,13 @@ class Compiler:
                     child_node = Node(join.obj, scope.add_select(f'{join.alias}."Id"'))
                     node.entries.append(ParentOut(rel_key, child_node))
                 node = child_node
+            if f.compound:
+                alias = expr.rsplit('."', 1)[0]
+                idxs = [scope.add_select(f'{alias}."{column}"') for _, column in f.components]
+                node.entries.append(CompoundOut(f.name, f, node.obj, idxs))
+                cq.columns.append((dotted, f))
+                cq.column_index.append(idxs[0])
+                continue
             idx = scope.add_select(expr)
             node.entries.append(FieldOut(f.name, f, idx))
             cq.columns.append((dotted, f))
@@ -403,7 +421,7 @@ class Compiler:
             for operand in clauses["group_clause"].children[2:]:
                 if operand.data != "path":
                     raise self.malformed(_pos(operand), "GROUP BY on functions is not supported by the emulator")
-                expr, f, canonical, _ = self._field_path(scope, operand)
+                expr, f, canonical, _ = self._field_path(scope, operand, "grouped")
                 groups.append(expr)
                 group_fields[".".join(canonical).lower()] = (expr, f)
         cq.group_sql = ", ".join(groups)

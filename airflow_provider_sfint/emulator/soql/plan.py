@@ -25,6 +25,16 @@ class FieldOut:
 
 
 @dataclass
+class CompoundOut:
+    """A compound address or geolocation: a nested object read from its components' columns."""
+
+    key: str
+    field: FieldDef
+    obj: ObjectDef
+    indexes: list[int]
+
+
+@dataclass
 class ParentOut:
     key: str
     node: Node
@@ -42,7 +52,7 @@ class Node:
 
     obj: ObjectDef
     id_index: int
-    entries: list[FieldOut | ParentOut | ChildOut] = field(default_factory=list)
+    entries: list[FieldOut | CompoundOut | ParentOut | ChildOut] = field(default_factory=list)
     flat: list[tuple[str, int, Callable[[Any], str]]] | None = None  # set when entries are all plain fields
 
     def finish(self) -> None:
@@ -50,7 +60,7 @@ class Node:
         for e in self.entries:
             if isinstance(e, ParentOut):
                 e.node.finish()
-        if all(isinstance(e, FieldOut) for e in self.entries):
+        if all(type(e) is FieldOut and e.field.type != "base64" for e in self.entries):
             self.flat = [(e.prefix, e.index, e.render) for e in self.entries if isinstance(e, FieldOut)]
 
     def parent(self, key: str) -> Node | None:
