@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+import yaml
 
 from airflow_provider_sfint.emulator import CLIENT_ID, CLIENT_SECRET
 
@@ -111,3 +113,17 @@ class SalesforceHttp:
     def api_usage(self, response: httpx.Response) -> int:
         header = response.headers["Sforce-Limit-Info"]
         return int(header.split("=")[1].split("/")[0])
+
+
+def demo_org_spec() -> dict[str, Any]:
+    """The bundled demo org's definition (a fresh copy), for a test to extend with rules, fields or objects."""
+    import airflow_provider_sfint.emulator as package
+
+    return dict(yaml.safe_load((Path(package.__file__).with_name("orgs") / "demo.yaml").read_text()))
+
+
+def org_file(folder: Path, spec: dict[str, Any]) -> Path:
+    """``spec`` written as an org YAML in ``folder`` (for ``EmulatorProcess(org=...)``)."""
+    path = folder / "org.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path

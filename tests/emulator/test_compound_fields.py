@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from airflow_provider_sfint.emulator import EmulatorProcess
-from airflow_provider_sfint.emulator.schema import load_org
 
-from .helpers import SalesforceHttp
+from .helpers import SalesforceHttp, demo_org_spec, org_file
 
 TYPES = {
     "Site_Location__c": {"type": "location", "scale": 6, "label": "Site Location"},
@@ -69,11 +67,9 @@ def test_compound_fields_in_describe_rest_and_bulk(sf: SalesforceHttp) -> None:
 
 
 def _org_file(folder: Path) -> Path:
-    spec = yaml.safe_load((Path(load_org.__code__.co_filename).with_name("orgs") / "demo.yaml").read_text())
+    spec = demo_org_spec()
     spec["objects"]["Account"]["fields"].update(TYPES)
-    path = folder / "types.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return org_file(folder, spec)
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +116,7 @@ def test_a_geolocation_and_the_other_types(typed: SalesforceHttp) -> None:
 
 
 def test_unknown_field_type_is_refused_naming_it() -> None:
-    spec: dict[str, Any] = yaml.safe_load(
-        (Path(load_org.__code__.co_filename).with_name("orgs") / "demo.yaml").read_text()
-    )
+    spec: dict[str, Any] = demo_org_spec()
     spec["objects"]["Account"]["fields"]["Odd__c"] = {"type": "hologram"}
     from airflow_provider_sfint.emulator.schema import Org
 

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from airflow_provider_sfint.emulator import EmulatorProcess
-from airflow_provider_sfint.emulator.schema import Org, load_org
+from airflow_provider_sfint.emulator.schema import Org
 
-from .helpers import Admin, SalesforceHttp
+from .helpers import Admin, SalesforceHttp, demo_org_spec, org_file
 
 RULES = {
     "validationRules": {
@@ -51,12 +50,10 @@ FORMULAS = {
 
 
 def _org_file(folder: Path) -> Path:
-    spec = yaml.safe_load((Path(load_org.__code__.co_filename).with_name("orgs") / "demo.yaml").read_text())
+    spec = demo_org_spec()
     spec.update(RULES)
     spec["objects"]["Account"]["fields"].update(FORMULAS)
-    path = folder / "rules.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return org_file(folder, spec)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +162,7 @@ def test_formula_fields_are_computed_and_never_writable(sf_rules: SalesforceHttp
     ],
 )
 def test_bad_rules_are_refused_at_load_naming_them(rules: dict[str, Any], message: str) -> None:
-    spec = yaml.safe_load((Path(load_org.__code__.co_filename).with_name("orgs") / "demo.yaml").read_text())
+    spec = demo_org_spec()
     spec.update(rules)
     with pytest.raises(ValueError, match=message):
         Org(spec)
