@@ -89,10 +89,28 @@ class CsvParser:
         # here than pyarrow's own threads and 16 MiB blocks, at a third of the transient memory (measured).
         reader = pacsv.open_csv(stream, read_options=read, parse_options=self._parse, convert_options=self._convert)
         table = reader.read_all()
+        return self._finish(table), table.num_rows
+
+    def parse_bytes(self, body: bytes) -> pa.Table:
+        """A small page held whole (a REST page rendered as CSV), parsed in the calling thread from an Arrow
+        buffer: no streaming reader, so no read-ahead thread calling back into Python (one that can outlive a
+        short task's interpreter and abort it at exit)."""
+        header = header_names(body[: body.find(b"\n") + 1] if b"\n" in body else body, self.delimiter)
+        if not header:
+            return self.schema.empty_table()
+        if [h.lower() for h in header] != self._lower:
+            raise ValueError(f"result columns {header} do not match the query's columns {self.schema.names}")
+        read = pacsv.ReadOptions(column_names=self.schema.names, skip_rows=1, use_threads=False)
+        table = pacsv.read_csv(
+            pa.BufferReader(body), read_options=read, parse_options=self._parse, convert_options=self._convert
+        )
+        return self._finish(table)
+
+    def _finish(self, table: pa.Table) -> pa.Table:
         for name in self._time_columns:
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, _time_from_text(table.column(i)))
-        return table.cast(self.schema), table.num_rows
+        return table.cast(self.schema)
 
 
 class _ChunkStream(io.RawIOBase):

@@ -90,5 +90,4 @@ class RecordConverter:
                 text = _text(value, timestamp)
                 row.append("" if text is None else text)
             writer.writerow(row)
-        table, _ = self.parser.parse_chunks([buffer.getvalue().encode("utf-8")])
-        return table
+        return self.parser.parse_bytes(buffer.getvalue().encode("utf-8"))
