@@ -79,6 +79,7 @@ class Stream:
 
 class PubSubTestClient:
     def __init__(self, target: str, token: str, instance_url: str, tenant: str, root_cert: bytes | None = None) -> None:
+        self._streams: list[Stream] = []
         if root_cert is None:
             self.channel = grpc.insecure_channel(target)
         else:
@@ -128,7 +129,9 @@ class PubSubTestClient:
             request_serializer=req_cls.SerializeToString,
             response_deserializer=resp_cls.FromString,
         )
-        return Stream(factory, metadata or self.metadata)
+        stream = Stream(factory, metadata or self.metadata)
+        self._streams.append(stream)
+        return stream
 
     def decode(self, event: Any) -> dict[str, Any]:
         """A ConsumerEvent's payload as a dict, bitmap header fields replaced by field names."""
@@ -144,6 +147,12 @@ class PubSubTestClient:
         return record
 
     def close(self) -> None:
+        """Close every stream first: gRPC's request thread of an open stream waits in ``Stream._iterate`` for the
+        next request and would outlive the test (a process forked later, such as a LocalExecutor worker, can then
+        hang at exit)."""
+        for stream in self._streams:
+            stream.close()
+        self._streams.clear()
         self.channel.close()
 
 
