@@ -7,6 +7,7 @@ small demo org; tests that write and need a known state use ``fresh_org`` to res
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -24,6 +25,12 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
 # Shared by this process and any API server a test starts (workers of a real executor talk to it).
 os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = "sfint-tests-only-" + "0123456789abcdef" * 4
+# A LocalExecutor (``dag.test(use_executor=True)``) starts its workers fresh, never as forks of this process. This
+# process also runs our gRPC clients (Pub/Sub tests, triggers run inline), and gRPC's state does not survive a fork:
+# a task forked from here that opened a Pub/Sub stream waited forever on the poller thread it did not inherit, and
+# a worker forked with gRPC's threads alive hung LocalExecutor.end(). Airflow supports this start method (macOS
+# uses it, and it is Python 3.14's direction); a scheduler in production does not run gRPC clients itself.
+multiprocessing.set_start_method("spawn", force=True)
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
