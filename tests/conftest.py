@@ -6,8 +6,8 @@ small demo org; tests that write and need a known state use ``fresh_org`` to res
 
 from __future__ import annotations
 
+import gc
 import json
-import multiprocessing
 import os
 import socket
 import subprocess
@@ -25,12 +25,6 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
 # Shared by this process and any API server a test starts (workers of a real executor talk to it).
 os.environ["AIRFLOW__API_AUTH__JWT_SECRET"] = "sfint-tests-only-" + "0123456789abcdef" * 4
-# A LocalExecutor (``dag.test(use_executor=True)``) starts its workers fresh, never as forks of this process. This
-# process also runs our gRPC clients (Pub/Sub tests, triggers run inline), and gRPC's state does not survive a fork:
-# a task forked from here that opened a Pub/Sub stream waited forever on the poller thread it did not inherit, and
-# a worker forked with gRPC's threads alive hung LocalExecutor.end(). Airflow supports this start method (macOS
-# uses it, and it is Python 3.14's direction); a scheduler in production does not run gRPC clients itself.
-multiprocessing.set_start_method("spawn", force=True)
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
@@ -41,6 +35,55 @@ from .emulator.helpers import Admin, SalesforceHttp  # noqa: E402
 
 DEMO_RECORDS = 200
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "recorded"
+
+
+# --- gRPC and fork -------------------------------------------------------------------------------------------------
+# This process runs our gRPC clients (the Pub/Sub tests, triggers that dag.test() runs inline) and also forks: Airflow's
+# LocalExecutor forks its workers from it. gRPC's runtime does not survive a fork: a task forked while a channel was
+# open here waited forever on a stream, and a forked worker hung LocalExecutor.end() (CI, twice, on the floor Airflow).
+# The runtime's threads live exactly as long as a channel does, so the rule is checkable: no fork while they run. The
+# hook below records a fork that breaks it, and the test that forked fails, naming the threads; a test that leaves a
+# channel open is found at its own teardown rather than as a hang several tests later.
+_GRPC_THREADS = ("event_engine", "grpc_global_tim", "lifeguard")
+_forks_with_grpc: list[list[str]] = []
+
+
+def _grpc_threads() -> list[str]:
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            name = Path(f"/proc/self/task/{task}/comm").read_text().strip()
+        except OSError:  # the thread ended while we looked
+            continue
+        if name in _GRPC_THREADS or name.startswith("grpc"):
+            names.append(name)
+    return sorted(names)
+
+
+def _before_fork() -> None:
+    if threads := _grpc_threads():
+        _forks_with_grpc.append(threads)
+
+
+os.register_at_fork(before=_before_fork)
+
+
+@pytest.fixture(autouse=True)
+def _no_fork_while_grpc_runs() -> Iterator[None]:
+    _forks_with_grpc.clear()
+    yield
+    if _grpc_threads():  # a channel this test opened may be garbage not yet collected: collect it, then look again
+        gc.collect()
+        time.sleep(0.2)  # gRPC stops its threads shortly after its last channel goes
+        if alive := _grpc_threads():
+            _forks_with_grpc.append(["left running after the test: " + ", ".join(alive)])
+    if _forks_with_grpc:
+        forks, _forks_with_grpc[:] = list(_forks_with_grpc), []
+        pytest.fail(
+            f"gRPC's runtime was running when this process forked ({forks}): close every gRPC channel "
+            "(PubSubClient.close(), the test client's close()) before a task runs on the LocalExecutor",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -390,7 +390,10 @@ class PubSubClient:
                     raise PubSubError(f"Subscribe {topic}: the server kept closing the stream") from None
                 self.reconnects += 1
                 reconnected = True
-                log.info("Pub/Sub stream on %s broke (%s); reconnecting after the last replay id", topic, exc)
+                # the text, not the exception: a log record keeps its arguments, and the exception's traceback
+                # keeps the broken call and its channel (and gRPC's runtime) alive as long as the record lives
+                why = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                log.info("Pub/Sub stream on %s broke (%s); reconnecting after the last replay id", topic, why)
                 await asyncio.sleep(_backoff(failures - 1))
             except BaseException:
                 call.cancel()
