@@ -79,8 +79,11 @@ class CsvParser:
         """Parse a page as its chunks arrive, through pyarrow's streaming CSV reader, so the raw page is
         never held whole; returns the table and its row count."""
         stream = _ChunkStream(iter(chunks))
-        if not self._has_rows(stream.peek_line()):
+        header = header_names(stream.peek_line(), self.delimiter)
+        if not header:
             return self.schema.empty_table(), 0
+        if [h.lower() for h in header] != self._lower:
+            raise ValueError(f"result columns {header} do not match the query's columns {self.schema.names}")
         read = pacsv.ReadOptions(column_names=self.schema.names, skip_rows=1, block_size=1 << 20, use_threads=False)
         # Pages are parsed several at once by the caller; one thread and 1 MiB blocks per page parse faster
         # here than pyarrow's own threads and 16 MiB blocks, at a third of the transient memory (measured).
@@ -92,22 +95,16 @@ class CsvParser:
         """A small page held whole (a REST page rendered as CSV), parsed in the calling thread from an Arrow
         buffer: no streaming reader, so no read-ahead thread calling back into Python (one that can outlive a
         short task's interpreter and abort it at exit)."""
-        if not self._has_rows(body):
+        header = header_names(body[: body.find(b"\n") + 1] if b"\n" in body else body, self.delimiter)
+        if not header:
             return self.schema.empty_table()
+        if [h.lower() for h in header] != self._lower:
+            raise ValueError(f"result columns {header} do not match the query's columns {self.schema.names}")
         read = pacsv.ReadOptions(column_names=self.schema.names, skip_rows=1, use_threads=False)
         table = pacsv.read_csv(
             pa.BufferReader(body), read_options=read, parse_options=self._parse, convert_options=self._convert
         )
         return self._finish(table)
-
-    def _has_rows(self, head: bytes) -> bool:
-        """False for an empty page; raises when the header (the first line of ``head``) is not the query's columns."""
-        header = header_names(head, self.delimiter)
-        if not header:
-            return False
-        if [h.lower() for h in header] != self._lower:
-            raise ValueError(f"result columns {header} do not match the query's columns {self.schema.names}")
-        return True
 
     def _finish(self, table: pa.Table) -> pa.Table:
         for name in self._time_columns:
